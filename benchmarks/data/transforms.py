@@ -1,0 +1,119 @@
+"""Geometry and augmentation, applied jointly to image, original, mask and valid.
+
+Two geometries are used in the IML field and both are here; the one used is recorded in every sample
+(``geometry``) and in every result:
+
+- ``resize``: warp to ``size`` x ``size`` (image: antialiased bicubic, mask: nearest); every pixel valid.
+- ``pad``: shrink (never enlarge) so the long side fits ``size``, keeping the aspect ratio, then pad
+  bottom/right with zeros to ``size`` x ``size``; ``valid`` is False on the padding (IML-ViT style).
+- ``none``: native size (batch size 1, or a collate that pads).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from benchmarks.data.errors import DataError
+
+GEOMETRIES = ("resize", "pad", "none")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    mode: str = "resize"
+    size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.mode not in GEOMETRIES:
+            raise DataError(f"geometry mode {self.mode!r} is unknown; use one of {GEOMETRIES}")
+        if self.size < 8:
+            raise DataError(f"geometry size {self.size} is too small; use >= 8")
+
+    @property
+    def tag(self) -> str:
+        return "native" if self.mode == "none" else f"{self.mode}-{self.size}"
+
+
+def _resize_rgb(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if a.shape[:2] == hw:
+        return a
+    return np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))
+
+
+def _resize_bool(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if m.shape[:2] == hw:
+        return m
+    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((hw[1], hw[0]), Image.Resampling.NEAREST)) > 127
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    pad = [(0, size - a.shape[0]), (0, size - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+    return np.pad(a, pad)
+
+
+def apply_geometry(arrays: dict[str, np.ndarray], geometry: Geometry) -> dict[str, np.ndarray]:
+    """Apply `geometry` to uint8 RGB arrays (``image``, ``original``) and bool arrays (``mask``, ``valid``)."""
+    h, w = arrays["image"].shape[:2]
+    out = dict(arrays)
+    out.setdefault("valid", np.ones((h, w), dtype=bool))
+    if geometry.mode == "none":
+        return out
+    if geometry.mode == "resize":
+        hw = (geometry.size, geometry.size)
+    else:
+        scale = min(1.0, geometry.size / max(h, w))
+        hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+    for key, value in arrays.items():
+        if value is None or not isinstance(value, np.ndarray):
+            continue
+        out[key] = _resize_bool(value, hw) if value.dtype == bool else _resize_rgb(value, hw)
+    out["valid"] = _resize_bool(out["valid"], hw)
+    if geometry.mode == "pad":
+        for key in ("image", "original", "mask", "valid"):
+            if isinstance(out.get(key), np.ndarray):
+                out[key] = _pad(out[key], geometry.size)
+    return out
+
+
+def random_flip(arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Horizontal flip with probability 0.5, the same for every array of the sample."""
+    if rng.random() < 0.5:
+        return {k: (np.ascontiguousarray(v[:, ::-1]) if isinstance(v, np.ndarray) else v) for k, v in arrays.items()}
+    return arrays
+
+
+def to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
+    """uint8 HWC → float (3,H,W) in [0,1]; bool HW masks → (1,H,W) float mask / bool valid."""
+    out: dict[str, Any] = {}
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):
+            out[key] = value
+        elif key == "valid":
+            out[key] = torch.from_numpy(np.ascontiguousarray(value))[None].bool()
+        elif value.dtype == bool:
+            out[key] = torch.from_numpy(np.ascontiguousarray(value))[None].float()
+        else:
+            out[key] = torch.from_numpy(np.ascontiguousarray(value)).permute(2, 0, 1).float().div_(255.0)
+    return out
+
+
+class SampleTransform:
+    """Geometry (+ optional train-time flip) then tensors. Deterministic given `seed` and the item index."""
+
+    def __init__(self, geometry: Geometry, train: bool = False, seed: int = 0):
+        self.geometry = geometry
+        self.train = train
+        self.seed = seed
+
+    def __call__(self, arrays: dict[str, Any], index: int = 0, epoch: int = 0) -> dict[str, Any]:
+        arrays = apply_geometry(arrays, self.geometry)
+        if self.train:
+            arrays = random_flip(arrays, np.random.default_rng((self.seed, epoch, index)))
+        sample = to_tensors(arrays)
+        sample["geometry"] = self.geometry.tag
+        return sample

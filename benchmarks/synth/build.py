@@ -1,0 +1,305 @@
+"""`bench data synth`: write the offline synthetic suite (inpainting set, editing corpus, test benchmarks).
+
+Layout of one suite folder (``<data>/synth/<name>-<hash>/``)::
+
+    inpainting/      pairs manifest with exact masks (SIGMA Stage I)
+    corpus/          pairs manifest WITHOUT masks (what generators annotate)
+    corpus_truth/    the same pairs with their true masks (oracle row only) + iml.json for detectors
+    bench/<family>/  pairs manifest with masks + iml.json (edited images, masks, authentic negatives)
+    config.yaml  stats.json  DONE
+
+Every pair is generated from its own seed ``(suite seed, set, index)``, so the output does not depend on
+the number of worker processes, and a folder is reused only when its config hash matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.data.imageio import save_png
+from benchmarks.synth.editor import RoundTripConfig, jpeg_roundtrip, psnr, round_trip
+from benchmarks.synth.edits import FAMILIES, side_effect
+from benchmarks.synth.photos import POOLS, check_pools, load_photo, random_crop
+
+log = logging.getLogger(__name__)
+
+MIXED = "mixed"  # a benchmark whose pairs draw their family at random
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Everything that determines a suite's content (the folder hash covers all of it but `workers`)."""
+
+    name: str = "default"
+    seed: int = 0
+    image_size: int = 256
+    n_inpainting: int = 500
+    n_corpus: int = 500
+    n_per_benchmark: int = 120
+    authentic_fraction: float = 0.2
+    benchmarks: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
+    corpus_families: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
+    train_pool: tuple[str, ...] = POOLS["train"]
+    test_pool: tuple[str, ...] = POOLS["test"]
+    area: tuple[float, float] = (0.03, 0.25)
+    side_effect_prob: float = 0.4
+    side_effect_area: tuple[float, float] = (0.01, 0.05)
+    val_fraction: float = 0.1
+    inpainting_roundtrip: bool = False
+    roundtrip: RoundTripConfig = field(default_factory=RoundTripConfig)
+    workers: int = 2
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SynthConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"synth config: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        d = dict(d)
+        if isinstance(d.get("roundtrip"), dict):
+            d["roundtrip"] = RoundTripConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                for k, v in d["roundtrip"].items()})
+        for key, value in list(d.items()):
+            if isinstance(value, list):
+                d[key] = tuple(value)
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        check_pools({"train": self.train_pool, "test": self.test_pool})
+        bad = [b for b in self.benchmarks + self.corpus_families if b not in FAMILIES and b != MIXED]
+        if bad:
+            raise ValueError(f"synth config: unknown families {bad}; known: {sorted(FAMILIES)} or {MIXED!r}")
+        if self.image_size < 64:
+            raise ValueError(f"synth config: image_size {self.image_size} is too small; use >= 64")
+
+    def content_hash(self) -> str:
+        d = asdict(self)
+        d.pop("workers")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def suite_dir(cfg: SynthConfig, data_root: str | Path) -> Path:
+    return Path(data_root) / "synth" / f"{cfg.name}-{cfg.content_hash()}"
+
+
+# ---------------------------------------------------------------------------------------------- one item
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str        # "inpainting" | "corpus" | "bench" | "authentic"
+    set_name: str    # folder under the suite ("inpainting", "corpus", "bench/removal", ...)
+    family: str
+    index: int
+
+
+def _rng(cfg: SynthConfig, job: Job) -> np.random.Generator:
+    return np.random.default_rng([cfg.seed, zlib.crc32(job.set_name.encode()), zlib.crc32(job.kind.encode()), job.index])
+
+
+def _photo_pair(pool: tuple[str, ...], cfg: SynthConfig, rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray]:
+    name = str(rng.choice(pool))
+    image = random_crop(load_photo(name), cfg.image_size, rng)
+    donor_name = str(rng.choice([p for p in pool if p != name] or [name]))
+    donor = random_crop(load_photo(donor_name), cfg.image_size, rng)
+    return name, image, donor
+
+
+def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
+    """Generate and write one item; return its manifest row plus stats (keys starting with '_')."""
+    rng = _rng(cfg, job)
+    out = root / job.set_name
+    item_id = f"{job.set_name.split('/')[-1]}-{job.index:05d}" if job.kind != "authentic" else f"auth-{job.index:05d}"
+    pool = cfg.train_pool if job.kind in ("inpainting", "corpus") else cfg.test_pool
+    photo, image, donor = _photo_pair(pool, cfg, rng)
+
+    if job.kind == "authentic":  # an unedited photo that still went through the editor
+        rt, quality = round_trip(image, rng, cfg.roundtrip)
+        decoded, data = jpeg_roundtrip(rt, quality)
+        path = out / "authentic" / f"{item_id}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return {"id": item_id, "edited": _rel(path, out), "photo": photo, "_psnr": psnr(decoded, image)}
+
+    family = job.family if job.family != MIXED else str(rng.choice(cfg.corpus_families))
+    edit = FAMILIES[family](image, rng, cfg.area, donor)
+    edited, mask = edit.image, edit.mask.copy()
+    side_kind = None
+    if job.kind != "inpainting" and rng.random() < cfg.side_effect_prob:
+        edited, side_mask, side_kind = side_effect(edited, mask, rng, cfg.side_effect_area)
+        if side_kind == "none":
+            side_kind = None
+        else:
+            mask |= side_mask
+
+    outside = ~_dilate(mask, 5)  # the 2-px feather band belongs to neither side
+    original_path = out / "original" / f"{item_id}.png"
+    mask_dir = "mask" if job.kind != "corpus" else "../corpus_truth/mask"
+    mask_path = (out / mask_dir / f"{item_id}.png").resolve()
+    save_png(original_path, image)
+    save_png(mask_path, mask)
+    if job.kind == "inpainting" and not cfg.inpainting_roundtrip:
+        # inpainting datasets composite the filled region back into the untouched photo
+        edited_path = out / "edited" / f"{item_id}.png"
+        save_png(edited_path, edited)
+        decoded = edited
+    else:
+        rt, quality = round_trip(edited, rng, cfg.roundtrip, measure=outside)
+        decoded, data = jpeg_roundtrip(rt, quality)
+        edited_path = out / "edited" / f"{item_id}.jpg"
+        edited_path.parent.mkdir(parents=True, exist_ok=True)
+        edited_path.write_bytes(data)
+
+    row: dict[str, Any] = {"id": item_id, "original": _rel(original_path, out), "edited": _rel(edited_path, out),
+                           "instruction": edit.instruction, "mask": _rel(mask_path, out), "family": family,
+                           "side_effect": side_kind is not None, "photo": photo, **edit.meta}
+    if side_kind is not None:
+        row["side_effect_kind"] = side_kind
+        intended = out / ("mask_intended" if job.kind != "corpus" else "../corpus_truth/mask_intended") / f"{item_id}.png"
+        save_png(intended.resolve(), edit.mask)
+        row["mask_intended"] = _rel(intended.resolve(), out)
+    if job.kind == "corpus":
+        row["split"] = "val" if rng.random() < cfg.val_fraction else "train"
+    row["_area"] = float(mask.mean())
+    row["_psnr"] = psnr(decoded, image, outside) if outside.any() else float("inf")
+    return row
+
+
+def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
+    import cv2
+
+    return cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
+
+
+def _worker_init() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _run_job(args: tuple[SynthConfig, Path, Job]) -> dict[str, Any]:
+    return make_item(*args)
+
+
+# ---------------------------------------------------------------------------------------------- the suite
+
+
+def plan(cfg: SynthConfig) -> list[Job]:
+    jobs = [Job("inpainting", "inpainting", "removal", i) for i in range(cfg.n_inpainting)]
+    jobs += [Job("corpus", "corpus", MIXED, i) for i in range(cfg.n_corpus)]
+    n_auth = int(round(cfg.n_per_benchmark * cfg.authentic_fraction))
+    for family in cfg.benchmarks:
+        jobs += [Job("bench", f"bench/{family}", family, i) for i in range(cfg.n_per_benchmark)]
+        jobs += [Job("authentic", f"bench/{family}", family, i) for i in range(n_auth)]
+    return jobs
+
+
+def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, progress: bool = True) -> Path:
+    """Write the suite (or reuse a complete one with the same config hash). Returns its folder."""
+    root = suite_dir(cfg, data_root)
+    if (root / "DONE").is_file() and not force:
+        log.info("synthetic suite up to date: %s", root)
+        return root
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "DONE").unlink(missing_ok=True)
+    jobs = plan(cfg)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    args = [(cfg, root, job) for job in jobs]
+    bar = tqdm(total=len(jobs), desc="synth", unit="item", disable=not progress)
+    if cfg.workers > 1:
+        with ProcessPoolExecutor(cfg.workers, mp_context=get_context("fork"), initializer=_worker_init) as pool:
+            results = pool.map(_run_job, args, chunksize=8)
+            for job, row in zip(jobs, results):
+                rows.setdefault(f"{job.set_name}|{job.kind}", []).append(row)
+                bar.update()
+    else:
+        _worker_init()
+        for job, a in zip(jobs, args):
+            rows.setdefault(f"{job.set_name}|{job.kind}", []).append(_run_job(a))
+            bar.update()
+    bar.close()
+    stats = _write_outputs(cfg, root, rows)
+    stats["seconds"] = round(time.perf_counter() - start, 1)
+    _write_json(root / "stats.json", stats)
+    _write_json(root / "config.json", asdict(cfg))
+    (root / "DONE").write_text(cfg.content_hash() + "\n")
+    return root
+
+
+def _write_outputs(cfg: SynthConfig, root: Path, rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    from benchmarks.data.manifest import write_manifest
+
+    stats: dict[str, Any] = {"suite": cfg.name, "hash": cfg.content_hash(), "sets": {}}
+    for key in sorted(rows):
+        set_name, kind = key.split("|")
+        if kind == "authentic":
+            continue
+        items = rows[key]
+        manifest = [{k: v for k, v in r.items() if not k.startswith("_")} for r in items]
+        stats["sets"][set_name] = _set_stats(items)
+        if kind == "corpus":
+            # generators see the corpus without masks; the truth sits apart for the oracle row only
+            write_manifest(root / "corpus", [{k: v for k, v in r.items() if k not in ("mask", "mask_intended")}
+                                             for r in manifest])
+            truth = [dict(r, original=f"../corpus/{r['original']}", edited=f"../corpus/{r['edited']}",
+                          mask=r["mask"].replace("../corpus_truth/", ""),
+                          **({"mask_intended": r["mask_intended"].replace("../corpus_truth/", "")}
+                             if "mask_intended" in r else {})) for r in manifest]
+            write_manifest(root / "corpus_truth", truth)
+            for split in ("train", "val"):
+                _write_benco(root / "corpus_truth" / f"iml_{split}.json",
+                             [[r["edited"], r["mask"]] for r in truth if r["split"] == split])
+        else:
+            write_manifest(root / set_name, manifest)
+            if kind == "bench":
+                negatives = [[r["edited"], "Negative"] for r in rows.get(f"{set_name}|authentic", [])]
+                _write_benco(root / set_name / "iml.json", [[r["edited"], r["mask"]] for r in manifest] + negatives)
+                stats["sets"][set_name]["authentic"] = len(negatives)
+    return stats
+
+
+def _set_stats(items: list[dict[str, Any]]) -> dict[str, Any]:
+    psnrs = [r["_psnr"] for r in items if np.isfinite(r["_psnr"])]
+    return {"pairs": len(items), "mean_mask_area": round(float(np.mean([r["_area"] for r in items])), 4),
+            "median_psnr_outside_db": round(float(np.median(psnrs)), 2) if psnrs else None,
+            "side_effect_share": round(float(np.mean([r["side_effect"] for r in items])), 3)}
+
+
+def _write_benco(path: Path, entries: list[list[str]]) -> None:
+    _write_json(path, entries)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    lines = [f"{'set':<22}{'pairs':>7}{'auth':>6}{'mask area':>11}{'PSNR out (dB, median)':>23}{'side fx':>9}"]
+    for name, s in stats["sets"].items():
+        psnr_txt = "clean (no round trip)" if s["median_psnr_outside_db"] is None else f"{s['median_psnr_outside_db']:.2f}"
+        lines.append(f"{name:<22}{s['pairs']:>7}{s.get('authentic', 0):>6}{s['mean_mask_area']:>11.3f}"
+                     f"{psnr_txt:>23}{s['side_effect_share']:>9.2f}")
+    return "\n".join(lines)
