@@ -71,15 +71,15 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(arr, 0, 255).astype(np.uint8)
 
 
-def _pil_to_array(img: Image.Image, name: str) -> np.ndarray:
-    """Pixels as an array in the image's own channels, 8 bits, EXIF orientation applied."""
+def _pil_to_array(img: Image.Image, name: str, *, rescale: bool = True) -> np.ndarray:
+    """Pixels as an array in the image's own channels, 8 bits (unless not `rescale`), EXIF orientation applied."""
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a broken EXIF block must not lose an otherwise readable image
         pass
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        return _to_uint8(np.asarray(img))
+        return _to_uint8(np.asarray(img)) if rescale else np.asarray(img)
     if mode == "1":
         return np.asarray(img.convert("L"))
     if mode in ("P", "PA"):
@@ -102,17 +102,20 @@ def load_image(source: Source, name: str | None = None) -> np.ndarray:
         arr = np.repeat(arr[:, :, :1], 3, axis=2)
     elif arr.shape[2] == 4:  # RGBA: keep the colour, drop the alpha
         arr = arr[:, :, :3]
-    return np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(arr)
+    return arr if arr.flags.writeable else arr.copy()  # np.asarray(PIL image) is read-only
 
 
 def load_mask(source: Source, name: str | None = None, *, invert: bool = False, threshold: int = 127) -> np.ndarray:
     """Read a mask as bool (H, W), True = edited. See the module docstring for the binarization rule."""
     name = name or str(source if not isinstance(source, bytes) else "<bytes>")
-    arr = _pil_to_array(_open(source, name), name)
+    arr = _pil_to_array(_open(source, name), name, rescale=False)
     if arr.ndim == 3:
         channels = arr.shape[2]
         color = arr[:, :, : 3 if channels >= 3 else 1]
         arr = color.max(axis=2)
+    if arr.dtype != np.uint8 and not (np.issubdtype(arr.dtype, np.integer) and int(arr.max(initial=0)) <= 1):
+        arr = _to_uint8(arr)  # 16-bit / float: rescale only after the 0/1 test, which reads the stored values
     mask = arr > 0 if int(arr.max(initial=0)) <= 1 else arr > threshold
     return ~mask if invert else mask
 
@@ -156,7 +159,7 @@ def resize_image(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Resize a uint8 RGB image to (H, W) with an antialiasing filter."""
     if tuple(array.shape[:2]) == tuple(hw):
         return array
-    return np.asarray(Image.fromarray(array).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))
+    return np.array(Image.fromarray(array).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))  # writable copy
 
 
 def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

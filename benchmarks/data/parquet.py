@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +173,8 @@ class ParquetPairs:
 
     ``original``/``edited`` are uint8 RGB (H, W, 3), ``mask`` bool (H, W) or None; ``source`` is
     ``"file#row"`` (row within the file) and ``row`` the global row index (for ``start_row``).
-    ``on_error="skip"`` logs, counts and records undecodable rows in ``skip_log`` and goes on.
+    ``on_error="skip"`` logs, counts and records undecodable rows in ``skip_log`` and goes on. DataLoader
+    workers count in their own copies: give ``SkipLog(path=...)`` to collect every worker's skips in one file.
     """
 
     def __init__(self, files: str | Path | Sequence[str | Path], *, columns: dict[str, Any] | None = None,
@@ -195,6 +197,17 @@ class ParquetPairs:
         self.extra = tuple(extra)
         self.rank, self.world_size = 0, 1
         self._row_counts: list[int] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for spawned DataLoader workers (SkipLog holds a lock)
+        state = dict(self.__dict__)
+        skip_log = state.pop("skip_log")
+        state["_skip_state"] = (skip_log.path, dict(skip_log.counts))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        path, counts = state.pop("_skip_state")
+        self.__dict__.update(state)
+        self.skip_log = SkipLog(path=path, counts=Counter(counts))
 
     # ---- selection -------------------------------------------------------------------------------
     def shard(self, rank: int, world_size: int) -> ParquetPairs:
@@ -234,7 +247,7 @@ class ParquetPairs:
             counts = []
             for path in self.files:
                 try:
-                    counts.append(pq.ParquetFile(path).metadata.num_rows)
+                    counts.append(pq.read_metadata(path).num_rows)
                 except (OSError, pa.ArrowException) as exc:
                     err = DataError(f"{path}: not a readable parquet file ({exc})", path=path, reason="corrupt")
                     if self.on_error == "raise":
@@ -286,10 +299,11 @@ class ParquetPairs:
         try:
             for batch in pf.iter_batches(batch_size=self.batch_size, row_groups=[group], columns=wanted,
                                          use_threads=False):
-                cells = {c: batch.column(c).to_pylist() for c in wanted}
+                cols = {c: batch.column(c) for c in wanted}
                 for j in range(batch.num_rows):
-                    if self._selected(i + j):
-                        row = self._row(path, i + j - base, i + j, {c: v[j] for c, v in cells.items()}, cmap)
+                    if self._selected(i + j):  # only selected rows are copied out of arrow
+                        row = self._row(path, i + j - base, i + j, {c: col[j].as_py() for c, col in cols.items()},
+                                        cmap)
                         if row is not None:
                             yield row
                 i += batch.num_rows

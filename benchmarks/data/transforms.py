@@ -93,12 +93,16 @@ def to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
     for key, value in arrays.items():
         if not isinstance(value, np.ndarray):
             out[key] = value
-        elif key == "valid":
-            out[key] = torch.from_numpy(np.ascontiguousarray(value))[None].bool()
+            continue
+        value = np.ascontiguousarray(value)
+        if not value.flags.writeable:  # decoded images are often read-only views; torch wants its own
+            value = value.copy()
+        if key == "valid":
+            out[key] = torch.from_numpy(value)[None].bool()
         elif value.dtype == bool:
-            out[key] = torch.from_numpy(np.ascontiguousarray(value))[None].float()
+            out[key] = torch.from_numpy(value)[None].float()
         else:
-            out[key] = torch.from_numpy(np.ascontiguousarray(value)).permute(2, 0, 1).float().div_(255.0)
+            out[key] = torch.from_numpy(value).permute(2, 0, 1).float().div_(255.0)
     return out
 
 

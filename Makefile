@@ -1,0 +1,26 @@
+# Two commands for a newcomer: `make run` and `make test`. Both set up .venv from this repo's files first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.sigma-bench-installed
+PROFILE ?= cpu-quick
+
+.PHONY: setup run test clean-data
+
+setup: $(STAMP)
+
+# torch first (the pinned pair), then everything else constrained to that pair
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/bench run --generator sigma --detector all --profile $(PROFILE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean-data:
+	rm -rf .bench
