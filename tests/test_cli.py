@@ -83,3 +83,38 @@ def test_console_script_is_installed():
     assert exe.is_file(), "pip install -e . should have put `bench` beside the interpreter"
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "sigma-bench" in proc.stdout
+
+
+def _tiny_pairs(folder: Path, lines: list[str]) -> None:
+    from PIL import Image
+    import numpy as np
+
+    (folder / "img").mkdir(parents=True)
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(folder / "img" / "o.png")
+    Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(folder / "img" / "e.jpg")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 255
+    Image.fromarray(mask).save(folder / "img" / "m.png")
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_data_check_reports_counts_and_bad_items(tmp_path, capsys):
+    import json
+
+    _tiny_pairs(tmp_path, ['{"id": "a", "original": "img/o.png", "edited": "img/e.jpg", "instruction": "x", "mask": "img/m.png"}',
+                           '{"id": "b", "original": "img/gone.png", "edited": "img/e.jpg", "instruction": ""}'])
+    assert main(["data", "check", str(tmp_path)]) == 1  # a bad item makes the check fail
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "pairs" and report["items"] == 2 and report["ok"] == 1
+    assert report["bad_by_reason"] == {"missing": 1} and "gone.png" in report["bad_items"][0]["error"]
+    assert report["mean_mask_area_of_manipulated"] == pytest.approx(9 / 64, abs=1e-4)
+
+
+def test_data_check_on_a_clean_iml_list(tmp_path, capsys):
+    import json
+
+    _tiny_pairs(tmp_path, [])
+    (tmp_path / "list.json").write_text(json.dumps([["img/e.jpg", "img/m.png"], ["img/o.png", "Negative"]]))
+    assert main(["data", "check", str(tmp_path / "list.json")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "iml" and report["authentic"] == 1 and report["ok"] == 2

@@ -98,11 +98,11 @@ def _walk(root: Path, max_depth: int = 5) -> list[Path]:
 
 def _find_dir(root: Path, name: str, dataset: str, expect: str) -> Path:
     """``root/name``, or the one folder called `name` a level or two down (zips often add a wrapper folder)."""
-    if (root / name).is_dir():
-        return root / name
-    found = sorted({p.parent for p in _walk(root, 3) if p.parent.name.lower() == name.lower()})
+    found = [root / name] if (root / name).is_dir() else sorted(
+        {p.parent for p in _walk(root, 3) if p.parent.name.lower() == name.lower()})
     if len(found) == 1:
-        return found[0]
+        # some unzips double the folder (4cam_splc/4cam_splc/...)
+        return found[0] / name if (found[0] / name).is_dir() else found[0]
     if len(found) > 1:
         raise DataError(f"{root}: several {name}/ folders ({summarize(found)}); point at the {dataset} root",
                         path=root, reason="layout")
@@ -287,10 +287,12 @@ def imd2020(root: Path, *, on_missing: str = "error", include_authentic: bool = 
     """
     # Evidence: imds imd2020.py docstring (1a1ogs/1a1ogs_orig.jpg, c8tf5mq_0.png, c8tf5mq_0_mask.png: the
     # manipulated stem differs from the folder name); CAT-Net/TruFor loaders (IMD2020 folder per photo).
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    folders = {p: list_images(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    if not any(f.stem.endswith("_orig") for files in folders.values() for f in files):
+        raise DataError(f"{root}: does not look like IMD2020: expected one folder per photo holding "
+                        "<name>_orig.<ext>, <x>_<k>.<ext> and <x>_<k>_mask.png", path=root, reason="layout")
     items, missing = [], []
-    for folder in folders:
-        files = list_images(folder)
+    for folder, files in folders.items():
         masks = by_stem((p for p in files if p.stem.endswith("_mask")), str(folder))
         for p in files:
             if p.stem.endswith("_mask"):
@@ -302,10 +304,6 @@ def imd2020(root: Path, *, on_missing: str = "error", include_authentic: bool = 
                 items.append(ImlItem(f"{folder.name}/{p.stem}", p, masks[p.stem + "_mask"]))
             else:
                 missing.append(f"{folder.name}/{p.name}")
-    if not any(it.id.endswith("_orig") for it in items) and not any(
-            p.stem.endswith("_orig") for f in folders for p in list_images(f)):
-        raise DataError(f"{root}: does not look like IMD2020: expected one folder per photo holding "
-                        "<name>_orig.<ext> and <x>_<k>_mask.png", path=root, reason="layout")
     _handle_missing("IMD2020", root, missing, on_missing, "expected <stem>_mask.png beside each manipulated image")
     return items
 

@@ -10,9 +10,10 @@ What is normalised, and how:
 - EXIF orientation is applied (phones store rotated JPEGs);
 - grayscale, palette, CMYK, LA/RGBA (alpha dropped, colour kept) become RGB;
 - 16-bit and float inputs are rescaled to 8 bits from their own range (``I;16``: /257);
-- masks: any colour channel counts (a red-on-black mask is read correctly); values <= 1 everywhere mean a
-  0/1 mask; otherwise a pixel is "edited" when it is > ``threshold`` (127), which also binarizes
-  JPEG-compressed masks. Polarity (``invert``) is the caller's choice: NIST16 marks edits in black.
+- masks: any colour channel counts (a red-on-black mask is read correctly); a clean two-level mask (0 and
+  one other value: 0/1, 0/255, 0/50) means nonzero = edited, as DESIGN.md defines; a mask with more
+  levels (JPEG-compressed, anti-aliased) is binarized at > ``threshold`` (127). Polarity (``invert``) is
+  the caller's choice: NIST16 marks edits in black.
 """
 
 from __future__ import annotations
@@ -116,7 +117,10 @@ def load_mask(source: Source, name: str | None = None, *, invert: bool = False, 
         arr = color.max(axis=2)
     if arr.dtype != np.uint8 and not (np.issubdtype(arr.dtype, np.integer) and int(arr.max(initial=0)) <= 1):
         arr = _to_uint8(arr)  # 16-bit / float: rescale only after the 0/1 test, which reads the stored values
-    mask = arr > 0 if int(arr.max(initial=0)) <= 1 else arr > threshold
+    levels = np.bincount(arr.ravel(), minlength=256) > 0
+    # a clean two-level mask (0 and one other value: 0/1, 0/255, 0/50) means "nonzero = edited";
+    # anything with more levels (JPEG-compressed, anti-aliased) is binarized at the threshold
+    mask = arr > 0 if levels.sum() <= 2 and levels[0] else arr > threshold
     return ~mask if invert else mask
 
 

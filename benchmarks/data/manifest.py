@@ -73,7 +73,7 @@ def parse_line(line: str, root: Path, where: str) -> PairRecord:
                         path=where, reason="bad-json") from exc
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}", path=where, reason="bad-json")
-    missing = [k for k in REQUIRED if not row.get(k)]
+    missing = [k for k in REQUIRED if row.get(k) is None or row.get(k) == ""]  # id 0 is a valid id
     if missing:
         raise DataError(f"{where}: missing key(s) {missing}; every line needs {list(REQUIRED)}",
                         path=where, reason="missing-key")
@@ -105,13 +105,19 @@ def iter_manifest(folder: str | Path) -> Iterator[PairRecord]:
 
 def read_manifest(folder: str | Path) -> list[PairRecord]:
     """All records of a manifest; duplicate ids are an error (they would collide in outputs)."""
-    records = list(iter_manifest(folder))
+    path = manifest_path(folder)
+    records: list[PairRecord] = []
     seen: dict[str, int] = {}
-    for i, rec in enumerate(records):
-        if rec.id in seen:
-            raise DataError(f"{manifest_path(folder)}: id {rec.id!r} appears on lines {seen[rec.id] + 1} and {i + 1}; "
-                            "ids must be unique", path=folder, reason="duplicate-id")
-        seen[rec.id] = i
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            rec = parse_line(line, path.parent, f"{path}:{lineno}")
+            if rec.id in seen:
+                raise DataError(f"{path}: id {rec.id!r} appears on lines {seen[rec.id]} and {lineno}; ids must be unique",
+                                path=path, reason="duplicate-id")
+            seen[rec.id] = lineno
+            records.append(rec)
     return records
 
 

@@ -227,8 +227,14 @@ def test_missing_manifest(tmp_path):
     assert exc.value.reason == "missing" and "manifest.jsonl" in str(exc.value)
 
 
-@pytest.mark.xfail(strict=True, reason="parse_line treats falsy values as missing: an integer id 0 is refused "
-                                       "(manifest.py uses `not row.get(k)`); remove this marker once fixed")
 def test_integer_id_zero_is_accepted(folder):
     write_lines(folder, '{"id": 0, "original": "original/0001.jpg", "edited": "edited/0001.jpg"}')
     assert read_manifest(folder)[0].id == "0"
+
+
+def test_duplicate_id_error_gives_file_line_numbers(folder):
+    write_lines(folder, '{"id": "a", "original": "o.png", "edited": "e.png"}', "",
+                '{"id": "a", "original": "o.png", "edited": "e.png"}')
+    with pytest.raises(DataError) as exc:
+        read_manifest(folder)
+    assert "lines 1 and 3" in str(exc.value) and str(exc.value).startswith(str(folder / "manifest.jsonl"))
