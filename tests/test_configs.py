@@ -61,3 +61,16 @@ def test_overrides_reach_the_config():
     cfg = compose(["seed=7", "synth.n_corpus=3"])
     assert cfg.seed == 7 and cfg.synth.n_corpus == 3
     assert (config_dir() / "config.yaml").is_file()
+
+
+def test_dataset_configs_point_at_real_adapters_and_suites():
+    from benchmarks.data.adapters import adapter_names
+
+    for name in group_options("dataset"):
+        ds = compose([f"dataset={name}"]).dataset
+        if ds.source == "adapter":
+            assert ds.adapter in adapter_names(), name
+        elif ds.source == "synth":
+            assert ds.suite in group_options("synth"), name
+        else:
+            assert ds.source in ("pairs", "iml"), name

@@ -181,8 +181,10 @@ def columbia(root: Path, *, on_missing: str = "error", include_authentic: bool =
     ``4cam_splc/edgemask/<stem>_edgemask.jpg`` colour-coded masks, green = spliced region (decoded and filled).
     """
     # Evidence: the dataset page (ee.columbia.edu/ln/dvmm/downloads/authsplcuncmp: 4cam_auth 183, 4cam_splc
-    # 180, TIFF or BMP); photoholmes datasets/columbia.py (TAMPERED_COLOR_INDEX = 1, green); other public
-    # loaders read green (0,200,0) + bright green (0,255,0) as spliced, red (200,0,0)/(255,0,0) as host.
+    # 180, TIFF or BMP); mjkwon2021/CAT-Net issue #16 (maintainer: green channel > 120 = tampered);
+    # SunnyHaze/IML-ViT issues #10/#44 (dark+light green = tampered, dark+light red = authentic);
+    # proteus1991/PSCC-Net issue #14 (undecided boundary pixels: each half goes to the nearer region);
+    # photoholmes datasets/columbia.py (TAMPERED_COLOR_INDEX = 1, green).
     splc = _find_dir(root, "4cam_splc", "Columbia", "4cam_splc/ (spliced .tif) with edgemask/ inside, and 4cam_auth/")
     edge = splc / "edgemask"
     if not edge.is_dir():
@@ -204,9 +206,12 @@ def coverage(root: Path, *, on_missing: str = "error", include_authentic: bool =
     """COVERAGE: ``image/<n>t.tif`` forged, ``image/<n>.tif`` original, GT ``mask/<n>forged.tif`` (white = forged).
 
     The ``<n>copy.tif`` / ``<n>paste.tif`` masks (source and target of the copy) are not the GT and are ignored.
+    A few masks differ in size from their image: resized with a warning (``resize_mismatched_masks=False``
+    to fail instead).
     """
     # Evidence: photoholmes datasets/coverage.py (image/{NUM}t.tif, mask/{NUM}forged.tif, threshold 125);
-    # imds coverage.py docstring (COVERAGE, ICIP 2016 copy-move with similar-but-genuine objects).
+    # imds coverage.py docstring (COVERAGE, ICIP 2016 copy-move with similar-but-genuine objects);
+    # SunnyHaze/IML-ViT issue #10: 9 of the 100 COVERAGE pairs have mask/image size mismatches.
     image_dir = _find_dir(root, "image", "COVERAGE", "image/ (<n>t.tif forged, <n>.tif original) and mask/")
     mask_dir = _find_dir(root, "mask", "COVERAGE", "mask/<n>forged.tif")
     masks = {p.stem[: -len("forged")]: p for p in list_images(mask_dir) if p.stem.endswith("forged")}
@@ -219,7 +224,7 @@ def coverage(root: Path, *, on_missing: str = "error", include_authentic: bool =
             if include_authentic:
                 items.append(ImlItem(p.stem, p))
         elif m.group(1) in masks:
-            items.append(ImlItem(p.stem, p, masks[m.group(1)]))
+            items.append(ImlItem(p.stem, p, masks[m.group(1)], resize_mismatched_masks=True))
         else:
             missing.append(p.stem)
     _handle_missing("COVERAGE", mask_dir, missing, on_missing, "expected mask/<n>forged.tif")
@@ -273,7 +278,8 @@ def nist16(root: Path, *, csv_path: str | None = None, on_missing: str = "error"
             continue
         item = ImlItem(key, probe, root / mask, invert=True) if target else ImlItem(key, probe)
         if key in items and items[key] != item:
-            raise DataError(f"{ref}: {key} listed twice with different files or labels", path=ref, reason="duplicate-id")
+            raise DataError(f"{ref}: {key} listed twice with different files or labels", path=ref,
+                            reason="duplicate-id")
         if target or include_authentic:
             items[key] = item
     _handle_missing("NIST16", ref, missing, on_missing, "the ProbeMaskFileName of IsTarget=Y rows must exist")
@@ -283,10 +289,12 @@ def nist16(root: Path, *, csv_path: str | None = None, on_missing: str = "error"
 @register_adapter("imd2020")
 def imd2020(root: Path, *, on_missing: str = "error", include_authentic: bool = True) -> list[ImlItem]:
     """IMD2020: one folder per source photo: ``<name>_orig.<ext>`` authentic, manipulated ``<x>_<k>.<ext>`` with
-    ``<x>_<k>_mask.png`` (white = manipulated). Ids are ``<folder>/<stem>``.
+    ``<x>_<k>_mask.png`` (white = manipulated). Ids are ``<folder>/<stem>``. Off-size masks are resized with a
+    warning (``resize_mismatched_masks=False`` to fail instead).
     """
     # Evidence: imds imd2020.py docstring (1a1ogs/1a1ogs_orig.jpg, c8tf5mq_0.png, c8tf5mq_0_mask.png: the
-    # manipulated stem differs from the folder name); CAT-Net/TruFor loaders (IMD2020 folder per photo).
+    # manipulated stem differs from the folder name); CAT-Net/TruFor loaders (IMD2020 folder per photo);
+    # SunnyHaze/IML-ViT issue #10: at least one IMD2020 mask (z14/00030_fake) does not match its image size.
     folders = {p: list_images(p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
     if not any(f.stem.endswith("_orig") for files in folders.values() for f in files):
         raise DataError(f"{root}: does not look like IMD2020: expected one folder per photo holding "
@@ -301,7 +309,8 @@ def imd2020(root: Path, *, on_missing: str = "error", include_authentic: bool = 
                 if include_authentic:
                     items.append(ImlItem(f"{folder.name}/{p.stem}", p))
             elif p.stem + "_mask" in masks:
-                items.append(ImlItem(f"{folder.name}/{p.stem}", p, masks[p.stem + "_mask"]))
+                items.append(ImlItem(f"{folder.name}/{p.stem}", p, masks[p.stem + "_mask"],
+                                     resize_mismatched_masks=True))
             else:
                 missing.append(f"{folder.name}/{p.name}")
     _handle_missing("IMD2020", root, missing, on_missing, "expected <stem>_mask.png beside each manipulated image")
@@ -408,8 +417,9 @@ def magicbrush(root: Path, *, turns: str = "all", include_authentic: bool = Fals
             if lost:
                 raise DataError(f"{folder}: turn {k + 1} of session {img_id} lacks {summarize(lost)}",
                                 path=folder, reason="missing")
-            items.append(ImlItem(f"{img_id}/turn{k + 1}", folder / turn["output"], masks[k], mask_reader="magicbrush_alpha",
-                                 resize_mismatched_masks=True, extra_masks=tuple(masks[:k]),
+            items.append(ImlItem(f"{img_id}/turn{k + 1}", folder / turn["output"], masks[k],
+                                 mask_reader="magicbrush_alpha", resize_mismatched_masks=True,
+                                 extra_masks=tuple(masks[:k]),
                                  meta={"instruction": turn.get("instruction", ""), "turn": k + 1}))
         if include_authentic and session:
             items.append(ImlItem(f"{img_id}/input", folder / session[0]["input"]))

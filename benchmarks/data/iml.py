@@ -215,7 +215,9 @@ def load_item(item: ImlItem) -> dict[str, Any]:
     hw = image.shape[:2]
     mask = np.zeros(hw, dtype=bool)
     resized = False
-    if item.mask is not None:
+    if item.mask_reader == "whole" and item.mask is not None:  # nothing to read; the file may hold no mask
+        mask[:] = True
+    elif item.mask is not None:
         reader = MASK_READERS[item.mask_reader]
         for path in (item.mask, *item.extra_masks):
             msrc, mname = _source(item, path, "mask_column", "mask")
@@ -224,8 +226,8 @@ def load_item(item: ImlItem) -> dict[str, Any]:
                 if not item.resize_mismatched_masks:
                     raise DataError(
                         f"{mname}: mask is {part.shape[1]}x{part.shape[0]} (WxH) but image {name} is "
-                        f"{hw[1]}x{hw[0]}; masks must match their image (an adapter for a dataset known to ship "
-                        "off-size masks may set resize_mismatched_masks=True)", path=mname, reason="size-mismatch")
+                        f"{hw[1]}x{hw[0]}; masks must match their image (for a dataset known to ship off-size masks, "
+                        "pass resize_mismatched_masks=True to its adapter)", path=mname, reason="size-mismatch")
                 log.warning("%s: mask %s is %sx%s, resized to the image's %sx%s", item.id, mname,
                             part.shape[1], part.shape[0], hw[1], hw[0])
                 part, resized = resize_mask(part, hw), True
@@ -387,11 +389,11 @@ def read_benco_json(path: str | Path, *, check_files: bool = True) -> list[ImlIt
 
 
 def _json_path(path: Path, root: Path) -> str:
-    # relative (portable) when the file is under the JSON's folder, absolute otherwise
+    # relative to the JSON's folder (``../`` allowed), so a dataset tree can move as a whole
     full = path.resolve()
     try:
-        return full.relative_to(root.resolve()).as_posix()
-    except ValueError:
+        return Path(os.path.relpath(full, root.resolve())).as_posix()
+    except ValueError:  # another drive on Windows: no relative path exists
         return full.as_posix()
 
 
@@ -448,7 +450,10 @@ def list_iml(spec: str | Path, *, adapter: str | None = None, **options: Any) ->
 
 def open_iml(spec: str | Path, name: str | None = None, *, geometry: Geometry | None = None,
              adapter: str | None = None, train: bool = False, seed: int = 0, **options: Any) -> ImlDataset:
-    """An :class:`ImlDataset` over whatever `spec` is (see :func:`list_iml`); `name` defaults to the adapter or file name."""
+    """An :class:`ImlDataset` over whatever `spec` is (see :func:`list_iml`).
+
+    `name` (the samples' ``dataset``) defaults to the adapter name or the file/folder name.
+    """
     items = list_iml(spec, adapter=adapter, **options)
     if name is None:
         text = str(spec)

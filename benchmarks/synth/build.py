@@ -248,6 +248,7 @@ def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, pr
 
 
 def _write_outputs(cfg: SynthConfig, root: Path, rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    from benchmarks.data.iml import write_benco_json
     from benchmarks.data.manifest import write_manifest
 
     stats: dict[str, Any] = {"suite": cfg.name, "hash": cfg.content_hash(), "sets": {}}
@@ -268,13 +269,16 @@ def _write_outputs(cfg: SynthConfig, root: Path, rows: dict[str, list[dict[str, 
                              if "mask_intended" in r else {})) for r in manifest]
             write_manifest(root / "corpus_truth", truth)
             for split in ("train", "val"):
-                _write_benco(root / "corpus_truth" / f"iml_{split}.json",
-                             [[r["edited"], r["mask"]] for r in truth if r["split"] == split])
+                write_benco_json(root / "corpus_truth" / f"iml_{split}.json",
+                                 [(root / "corpus_truth" / r["edited"], root / "corpus_truth" / r["mask"])
+                                  for r in truth if r["split"] == split])
         else:
             write_manifest(root / set_name, manifest)
             if kind == "bench":
-                negatives = [[r["edited"], "Negative"] for r in rows.get(f"{set_name}|authentic", [])]
-                _write_benco(root / set_name / "iml.json", [[r["edited"], r["mask"]] for r in manifest] + negatives)
+                folder = root / set_name
+                negatives = [(folder / r["edited"], None) for r in rows.get(f"{set_name}|authentic", [])]
+                write_benco_json(folder / "iml.json",
+                                 [(folder / r["edited"], folder / r["mask"]) for r in manifest] + negatives)
                 stats["sets"][set_name]["authentic"] = len(negatives)
     return stats
 
@@ -284,10 +288,6 @@ def _set_stats(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"pairs": len(items), "mean_mask_area": round(float(np.mean([r["_area"] for r in items])), 4),
             "median_psnr_outside_db": round(float(np.median(psnrs)), 2) if psnrs else None,
             "side_effect_share": round(float(np.mean([r["side_effect"] for r in items])), 3)}
-
-
-def _write_benco(path: Path, entries: list[list[str]]) -> None:
-    _write_json(path, entries)
 
 
 def _write_json(path: Path, obj: Any) -> None:
