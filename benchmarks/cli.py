@@ -20,7 +20,6 @@ log = logging.getLogger("bench")
 # Subcommands whose issue has not landed yet: one clear line, non-zero exit.
 PENDING = {
     "annotate": "the issue 'Annotation at corpus scale' (needs the SIGMA annotator first)",
-    "eval-generators": "the issue 'Metrics and the mask-generator benchmark'",
     "train-sigma": "the issue 'SIGMA annotator'",
     "train-detector": "the issue 'Detector zoo'",
     "eval-detector": "the issue 'Detector zoo'",
@@ -90,7 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     pending("annotate", "annotate a pairs corpus with a mask generator (PNG masks + IMDL-BenCo JSON)", "generator",
             extra=lambda p: (p.add_argument("--pairs", help="pairs-manifest folder or parquet glob"),
                              p.add_argument("--out", help="output folder")))
-    pending("eval-generators", "score mask generators against ground-truth masks (pixel F1 / IoU)", "generator", "dataset")
+    evalg = sub.add_parser(
+        "eval-generators", formatter_class=_Formatter, epilog=EPILOG,
+        help="score mask generators against ground-truth masks (pixel F1 / IoU)",
+        description="Run each generator on each dataset's pairs and score its masks against the ground truth: "
+                    "per-image F1 / IoU at threshold 0.5 (headline), pooled F1, oracle best-threshold F1, pixel AUC. "
+                    "Writes leaderboards (CSV + Markdown), per-pair scores and a qualitative figure under results/.")
+    evalg.add_argument("--tag", default=None, help="leaderboard file name (default: generators, or generators_<datasets>)")
+    _common(evalg, "generator", "dataset")
     pending("train-sigma", "train the SIGMA annotator (Stage I, Stage II)",
             extra=lambda p: p.add_argument("--stage", default="all", help="1, 2 or all"))
     pending("train-detector", "train IML detectors on a generator's masks", "detector",
@@ -124,10 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PENDING
     from benchmarks.data.errors import DataError
     from benchmarks.runners import data as data_runner
+    from benchmarks.runners import eval_generators
     from benchmarks.runners import run as run_runner
 
     handlers = {("data", "synth"): data_runner.synth_command, ("data", "check"): data_runner.check_command,
-                ("run", None): run_runner.run_command}
+                ("run", None): run_runner.run_command,
+                ("eval-generators", None): eval_generators.eval_generators_command}
     try:
         return handlers[(args.command, getattr(args, "data_command", None))](args)
     except (DataError, ValueError, FileNotFoundError) as exc:

@@ -1,0 +1,91 @@
+"""Generator leaderboards: a wide CSV (dataset x metric) and a Markdown page with the headline table."""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from benchmarks.config import save_resolved
+
+METRIC_LABELS = {
+    "f1_per_image": "F1 (per image, thr 0.5)",
+    "iou_per_image": "IoU (per image, thr 0.5)",
+    "f1_pooled": "F1 (pooled pixels, thr 0.5)",
+    "f1_best_thr_oracle": "F1 (oracle best threshold per dataset)",
+    "pixel_auc_pooled": "pixel AUC (pooled)",
+}
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def headline_markdown(table: dict[str, dict[str, float]], datasets: list[str]) -> str:
+    """Headline table: per-image F1 / IoU at threshold 0.5 for each dataset, and their mean; best mean first."""
+    order = sorted(table, key=lambda g: -_nan_to(table[g].get("mean/f1_per_image"), -1.0))
+    header = "| generator | " + " | ".join(f"{d} F1 | {d} IoU" for d in datasets) + " | **mean F1** | **mean IoU** |"
+    rule = "|---" * (2 + 2 * len(datasets) + 1) + "|"
+    lines = [header, rule]
+    for g in order:
+        cells = [f"{_fmt(table[g].get(f'{d}/f1_per_image'))} | {_fmt(table[g].get(f'{d}/iou_per_image'))}" for d in datasets]
+        lines.append(f"| {g} | " + " | ".join(cells) +
+                     f" | **{_fmt(table[g].get('mean/f1_per_image'))}** | **{_fmt(table[g].get('mean/iou_per_image'))}** |")
+    return "\n".join(lines)
+
+
+def secondary_markdown(table: dict[str, dict[str, float]]) -> str:
+    metrics = ["f1_pooled", "f1_best_thr_oracle", "pixel_auc_pooled"]
+    order = sorted(table, key=lambda g: -_nan_to(table[g].get("mean/f1_per_image"), -1.0))
+    lines = ["| generator | " + " | ".join(METRIC_LABELS[m] for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for g in order:
+        lines.append(f"| {g} | " + " | ".join(_fmt(table[g].get(f"mean/{m}")) for m in metrics) + " |")
+    return "\n".join(lines)
+
+
+def _nan_to(v: float | None, default: float) -> float:
+    return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: list[str], results_dir: Path, tag: str,
+                                cfg: DictConfig, report: dict[str, Any]) -> list[Path]:
+    import pandas as pd
+
+    out_dir = results_dir / "leaderboards"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame.from_dict(table, orient="index")
+    frame.index.name = "generator"
+    csv_path = out_dir / f"{tag}.csv"
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    frame.sort_values("mean/f1_per_image", ascending=False).round(6).to_csv(tmp)
+    tmp.replace(csv_path)
+    config_path = save_resolved(cfg, out_dir, f"{tag}.config.yaml")
+    report_path = out_dir / f"{tag}.report.json"
+    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "bench eval-generators"
+    counts = report.get("datasets", {})
+    notes = [f"- `{d}`: {c.get('pairs', 0)} pairs, {c.get('excluded_empty_gt', 0)} with an all-zero mask (excluded from "
+             f"pixel F1/IoU), {c.get('skipped', 0)} skipped, {c.get('original_resized', 0)} originals resized"
+             for d, c in counts.items()]
+    speed = [f"- `{g}`: {r['pairs_per_s']} pairs/s on {report.get('device')} ({r['info']})"
+             for g, r in report.get("generators", {}).items()]
+    md = "\n".join([
+        f"# Mask generators vs ground truth ({tag})", "",
+        "Headline: pixel F1 and IoU at threshold 0.5, averaged per image over manipulated images, valid pixels only.",
+        "", headline_markdown(table, datasets), "",
+        "Means over datasets of the secondary metrics (pooled = one confusion matrix over all pixels; the oracle "
+        "threshold is chosen on the test data itself and is never the headline):", "",
+        secondary_markdown(table), "",
+        "## Reproduce", "", f"```\n{command}\n```", "",
+        f"Resolved config: `{config_path.name}`; counts and timing: `{report_path.name}`; per-pair scores: "
+        "`../generators/per_pair/`; geometry: " + str(report.get("geometry")) + ".", "",
+        "## Data", "", *notes, "", "## Speed", "", *speed, "",
+    ])
+    md_path = out_dir / f"{tag}.md"
+    md_path.write_text(md)
+    return [csv_path, md_path, config_path, report_path]

@@ -1,0 +1,147 @@
+"""Registry-driven checks of every mask generator, and the eval-generators runner on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.data.errors import DataError, SkipLog
+from benchmarks.data.manifest import PairsDataset
+from benchmarks.data.transforms import Geometry
+from benchmarks.generators.base import MaskGenerator, create_generator, list_generators
+from benchmarks.generators.ops import otsu_threshold, soft_threshold
+from benchmarks.runners.eval_generators import evaluate
+
+
+def _pair(seed: int = 0, b: int = 2, size: int = 64):
+    g = torch.Generator().manual_seed(seed)
+    original = torch.rand(b, 3, size, size, generator=g)
+    edited = (original + 0.02 * torch.randn(b, 3, size, size, generator=g)).clamp(0, 1)
+    truth = torch.zeros(b, 1, size, size)
+    truth[:, :, 16:40, 20:44] = 1
+    edited = torch.where(truth.bool(), torch.rand(b, 3, size, size, generator=g), edited)
+    return original, edited, truth
+
+
+@pytest.fixture(scope="module", params=sorted(list_generators()))
+def generator(request) -> MaskGenerator:
+    return create_generator(request.param).eval()
+
+
+def test_contract_shapes_range_no_grad_determinism(generator):
+    original, edited, truth = _pair()
+    out = generator.generate(original, edited, ["make it red", ""], truth=truth)
+    assert out.shape == (2, 1, 64, 64) and out.dtype == torch.float32
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 and not out.requires_grad
+    assert torch.equal(out, generator.generate(original, edited, ["make it red", ""], truth=truth))
+    if generator.info.name not in ("empty", "full"):
+        inside = (out >= 0.5)[truth.bool()].float().mean()
+        outside = (out >= 0.5)[~truth.bool()].float().mean()
+        assert inside > 0.8 and outside < 0.2, (generator.info.name, float(inside), float(outside))
+
+
+def test_instruction_is_optional_and_batch_checked(generator):
+    original, edited, truth = _pair(b=1)
+    assert generator.generate(original, edited, None, truth=truth).shape == (1, 1, 64, 64)
+    with pytest.raises(ValueError, match="instructions"):
+        generator.generate(original, edited, ["a", "b"], truth=truth)
+
+
+def test_unknown_generator_lists_the_known_ones():
+    with pytest.raises(ValueError, match="pixel_diff"):
+        create_generator("magic")
+
+
+def test_otsu_and_soft_threshold():
+    x = torch.cat([torch.full((1, 1, 8, 8), 0.1), torch.full((1, 1, 8, 8), 0.7)], dim=-1)
+    thr = otsu_threshold(x)
+    assert 0.1 < float(thr) < 0.7
+    s = soft_threshold(x, thr)
+    assert torch.equal(s >= 0.5, x >= thr)
+
+
+def test_baselines_ignore_identical_images():
+    original, _, _ = _pair()
+    for name in ("pixel_diff", "pixel_diff_otsu", "ssim_diff", "feature_diff"):
+        assert float(create_generator(name).generate(original, original).max()) < 0.5, name
+
+
+# ------------------------------------------------------------------------------------ the runner
+
+
+def _write_pairs(root: Path, masks: dict[str, np.ndarray | None], size=(32, 32), mask_format="png") -> Path:
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = []
+    for item_id, mask in masks.items():
+        orig = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        edit = orig.copy()
+        if mask is not None and mask.shape == size:
+            edit[mask > 0] = 255 - edit[mask > 0]
+        Image.fromarray(orig).save(root / "img" / f"{item_id}_o.png")
+        Image.fromarray(edit).save(root / "img" / f"{item_id}_e.png")
+        row = {"id": item_id, "original": f"img/{item_id}_o.png", "edited": f"img/{item_id}_e.png", "instruction": "x"}
+        if mask is not None:
+            name = f"img/{item_id}_m.{mask_format}"
+            arr = mask.astype(np.uint8) * 255
+            if mask_format == "jpg":
+                Image.fromarray(np.stack([arr] * 3, -1)).save(root / name, quality=60)  # RGB + JPEG artefacts
+            else:
+                Image.fromarray(arr).save(root / name)
+            row["mask"] = name
+        lines.append(json.dumps(row))
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _box(size=(32, 32)):
+    m = np.zeros(size, bool)
+    m[8:20, 6:22] = True
+    return m
+
+
+def test_oracle_scores_one_and_empty_zero(tmp_path):
+    ds = PairsDataset(_write_pairs(tmp_path, {"a": _box(), "b": _box()}), Geometry("none"), require_mask=True)
+    assert evaluate(create_generator("oracle"), ds, progress=False).metrics["f1_per_image"] == 1.0
+    out = evaluate(create_generator("empty"), ds, progress=False).metrics
+    assert out["f1_per_image"] == 0.0 and out["iou_per_image"] == 0.0
+
+
+def test_missing_file_is_a_clear_error_or_a_counted_skip(tmp_path):
+    root = _write_pairs(tmp_path, {"a": _box(), "b": _box()})
+    (root / "img" / "b_e.png").unlink()
+    ds = PairsDataset(root, Geometry("none"), require_mask=True)
+    with pytest.raises(DataError, match="b_e.png"):
+        evaluate(create_generator("oracle"), ds, progress=False)
+    skips = SkipLog(tmp_path / "skipped.jsonl")
+    result = evaluate(create_generator("oracle"), ds, on_error="skip", skip_log=skips, progress=False)
+    assert result.counts["skipped"] == 1 and result.counts["pairs"] == 1 and skips.summary() == {"missing": 1}
+    assert json.loads((tmp_path / "skipped.jsonl").read_text())["id"] == "b"
+
+
+def test_mask_of_another_size_is_a_clear_error(tmp_path):
+    root = _write_pairs(tmp_path, {"a": _box(), "b": _box((16, 32))})
+    ds = PairsDataset(root, Geometry("none"), require_mask=True)
+    with pytest.raises(DataError, match="masks must match"):
+        evaluate(create_generator("oracle"), ds, progress=False)
+
+
+def test_rgb_jpeg_mask_is_binarized_at_127(tmp_path):
+    ds = PairsDataset(_write_pairs(tmp_path, {"a": _box()}, mask_format="jpg"), Geometry("none"), require_mask=True)
+    sample = ds[0]
+    assert torch.equal(sample["mask"][0].bool(), torch.from_numpy(_box()))
+    assert evaluate(create_generator("oracle"), ds, progress=False).metrics["f1_per_image"] == 1.0
+
+
+def test_all_zero_mask_is_excluded_and_counted(tmp_path):
+    root = _write_pairs(tmp_path, {"a": _box(), "z": np.zeros((32, 32), bool)})
+    ds = PairsDataset(root, Geometry("none"), require_mask=True)
+    result = evaluate(create_generator("oracle"), ds, progress=False)
+    assert result.counts["excluded_empty_gt"] == 1 and result.metrics["n_manipulated"] == 1
+    assert result.metrics["f1_per_image"] == 1.0
+    assert [r["f1"] for r in result.rows if r["id"] == "z"] == [None]
