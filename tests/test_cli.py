@@ -33,6 +33,34 @@ def test_help_at_every_level(argv, capsys):
     assert "usage: bench" in out and len(out.splitlines()) > 5
 
 
+def test_eval_generators_writes_leaderboard_per_pair_scores_and_figure(tmp_path, capsys):
+    import pandas as pd
+
+    argv = ["eval-generators", "--generator", "oracle,empty,pixel_diff", "--dataset", "synth_removal,synth_splice",
+            "experiment=smoke", "profile.num_workers=1", f"paths.results={tmp_path}"]
+    assert main(argv) == 0
+    tag = "generators_synth_removal_synth_splice"
+    board = pd.read_csv(tmp_path / "leaderboards" / f"{tag}.csv", index_col="generator")
+    assert board.loc["oracle", "mean/f1_per_image"] == 1.0 and board.loc["empty", "mean/f1_per_image"] == 0.0
+    assert 0.0 < board.loc["pixel_diff", "synth_splice/f1_per_image"] < 1.0
+    md = (tmp_path / "leaderboards" / f"{tag}.md").read_text()
+    assert "per image" in md and "## Reproduce" in md
+    per_pair = pd.read_csv(tmp_path / "generators" / "per_pair" / "synth_removal.csv")
+    assert set(per_pair.generator) == {"oracle", "empty", "pixel_diff"} and len(per_pair) == 3 * 8
+    assert (tmp_path / "figures" / f"{tag}_qualitative.png").stat().st_size > 10_000
+    resolved = yaml.safe_load((tmp_path / "leaderboards" / f"{tag}.config.yaml").read_text())
+    assert resolved["command"] == "eval-generators"
+    assert "oracle" in capsys.readouterr().out
+
+
+def test_eval_generators_on_a_pairs_folder_path(tmp_path, capsys):
+    _tiny_pairs(tmp_path / "mine", ['{"id": "a", "original": "img/o.png", "edited": "img/e.jpg", "instruction": "x", '
+                                    '"mask": "img/m.png"}'])
+    assert main(["eval-generators", "--generator", "oracle", "--dataset", str(tmp_path / "mine"),
+                 f"paths.results={tmp_path / 'res'}"]) == 0
+    assert (tmp_path / "res" / "leaderboards" / "generators_mine.csv").is_file()
+
+
 @pytest.mark.parametrize("command", sorted(PENDING))
 def test_pending_commands_exit_nonzero_with_one_line(command, capsys):
     assert main([command]) == 3

@@ -12,6 +12,6 @@ Every reported number names its averaging in its key (DESIGN.md, "Metrics"):
 
 from benchmarks.metrics.base import Metric
 from benchmarks.metrics.image import ImageMetrics
-from benchmarks.metrics.pixel import PixelAUC, PixelMetrics
+from benchmarks.metrics.pixel import BestThresholdF1, PixelAUC, PixelMetrics
 
-__all__ = ["ImageMetrics", "Metric", "PixelAUC", "PixelMetrics"]
+__all__ = ["BestThresholdF1", "ImageMetrics", "Metric", "PixelAUC", "PixelMetrics"]

@@ -29,7 +29,7 @@ from benchmarks.data.loading import SafeDataset, pad_collate, record_skips
 from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
 from benchmarks.generators.base import MaskGenerator, create_generator, list_generators
-from benchmarks.metrics import PixelAUC, PixelMetrics
+from benchmarks.metrics import BestThresholdF1, PixelAUC, PixelMetrics
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def evaluate(generator: MaskGenerator, dataset: PairsDataset, *, batch_size: int
     skip_log = skip_log if skip_log is not None else SkipLog()
     loader = torch.utils.data.DataLoader(SafeDataset(dataset, on_error), batch_size=batch_size, shuffle=False,
                                          num_workers=num_workers, collate_fn=pad_collate)
-    pixel, auc = PixelMetrics(), PixelAUC()
+    pixel, best, auc = PixelMetrics(), BestThresholdF1(), PixelAUC()
     rows: list[dict[str, Any]] = []
     shown: dict[str, torch.Tensor] = {}
     counts = {"pairs": 0, "skipped": 0, "original_resized": 0}
@@ -77,6 +77,7 @@ def evaluate(generator: MaskGenerator, dataset: PairsDataset, *, batch_size: int
         truth = batch["mask"]
         pred = generator.generate(batch["original"], batch["image"], batch["instruction"], truth=truth).cpu()
         per = pixel.update(pred, truth, batch["valid"])
+        best.update(pred, truth, batch["valid"])
         auc.update(pred, truth, batch["valid"])
         counts["pairs"] += len(batch["id"])
         counts["original_resized"] += int(batch["original_resized"].sum())
@@ -86,7 +87,7 @@ def evaluate(generator: MaskGenerator, dataset: PairsDataset, *, batch_size: int
                          **{k: v for k, v in meta[item_id].items() if isinstance(v, (str, int, float, bool))}})
             if item_id in show_ids:
                 shown[item_id] = pred[i, 0]
-    metrics = {**pixel.compute(), **auc.compute()}
+    metrics = {**pixel.compute(), **best.compute(), **auc.compute()}
     counts["excluded_empty_gt"] = metrics["n_excluded_empty_gt"]
     return DatasetEval(metrics, rows, shown, counts)
 

@@ -145,3 +145,13 @@ def test_all_zero_mask_is_excluded_and_counted(tmp_path):
     assert result.counts["excluded_empty_gt"] == 1 and result.metrics["n_manipulated"] == 1
     assert result.metrics["f1_per_image"] == 1.0
     assert [r["f1"] for r in result.rows if r["id"] == "z"] == [None]
+
+
+def test_every_registered_generator_has_a_config_that_builds_it():
+    from benchmarks.config import compose, group_options
+    from benchmarks.runners.eval_generators import generator_from_config
+
+    for name in list_generators():
+        assert name in group_options("generator"), f"configs/generator/{name}.yaml is missing"
+        built = generator_from_config(compose([f"generator={name}"]))
+        assert isinstance(built, MaskGenerator) and built.info.name == name

@@ -12,7 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from sklearn.metrics import f1_score, jaccard_score, roc_auc_score
 
-from benchmarks.metrics import ImageMetrics, PixelAUC, PixelMetrics
+from benchmarks.metrics import BestThresholdF1, ImageMetrics, PixelAUC, PixelMetrics
+from benchmarks.metrics.pixel import _prepare, confusion_counts, score_histograms
 from benchmarks.metrics.image import roc_auc
 
 
@@ -94,14 +95,31 @@ def test_per_image_values_are_returned_with_nan_for_authentic():
 
 def test_best_threshold_curve_agrees_with_fixed_threshold_and_is_oracle():
     pred, target, valid = random_batch(6)
-    m = PixelMetrics(bins=100)
-    m.update(pred, target, valid)
-    out = m.compute()
-    curve = m.f1_curve / m.n_images
-    assert float(curve[50]) == pytest.approx(out["f1_per_image"], abs=1e-9)  # threshold 0.5 is bin 50
+    best, fixed = BestThresholdF1(bins=100), PixelMetrics()
+    best.update(pred, target, valid)
+    fixed.update(pred, target, valid)
+    out = best.compute()
+    curve = best.f1_curve / best.n_images
+    assert float(curve[50]) == pytest.approx(fixed.compute()["f1_per_image"], abs=1e-9)  # threshold 0.5 is bin 50
     thr = out["best_thr_oracle"]
     assert out["f1_best_thr_oracle"] == pytest.approx(sklearn_reference(pred, target, valid, thr)["f1_per_image"], abs=1e-9)
-    assert out["f1_best_thr_oracle"] >= out["f1_per_image"]
+    assert out["f1_best_thr_oracle"] >= fixed.compute()["f1_per_image"]
+
+
+def test_numpy_and_torch_paths_count_the_same(monkeypatch):
+    """CPU tensors take the NumPy path, accelerator tensors the torch path: both must count identically."""
+    import benchmarks.metrics.pixel as pixel
+
+    pred, target, valid = random_batch(9)
+    p, t, v = _prepare(pred, target, valid)
+    fast, hist_fast = confusion_counts(p, t, v, 0.5), score_histograms(p, t, v, 37)
+    fast_all_valid = confusion_counts(p, t, None, 0.5)
+    monkeypatch.setattr(pixel, "_numpy_path", lambda x: False)
+    p2, t2, v2 = _prepare(pred, target, valid)
+    assert torch.equal(t, t2) and torch.equal(v, v2)
+    assert torch.equal(fast, confusion_counts(p, t, v, 0.5))
+    assert torch.equal(hist_fast, score_histograms(p, t, v, 37))
+    assert torch.equal(fast_all_valid, confusion_counts(p, t, None, 0.5))
 
 
 def test_pixel_auc_matches_sklearn():
@@ -152,12 +170,12 @@ def _worker(rank: int, world: int, port: int, out: dict) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         pred, target, valid = random_batch(11, b=13)
-        pix, auc, img = PixelMetrics(), PixelAUC(), ImageMetrics()
+        pix, best, auc, img = PixelMetrics(), BestThresholdF1(), PixelAUC(), ImageMetrics()
         part = slice(0, 6) if rank == 0 else slice(6, 13)  # uneven split, as a DistributedSampler tail can be
-        pix.update(pred[part], target[part], valid[part])
-        auc.update(pred[part], target[part], valid[part])
+        for m in (pix, best, auc):
+            m.update(pred[part], target[part], valid[part])
         img.update(pred[part].flatten(1).amax(1), (target[part].flatten(1).amax(1) > 0).long())
-        result = {**pix.compute(), **auc.compute(), **img.compute()}
+        result = {**pix.compute(), **best.compute(), **auc.compute(), **img.compute()}
         if rank == 0:
             out.update(result)
     finally:
@@ -169,10 +187,10 @@ def test_two_process_gloo_equals_single_process():
     out = manager.dict()
     mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     pred, target, valid = random_batch(11, b=13)
-    pix, auc, img = PixelMetrics(), PixelAUC(), ImageMetrics()
-    pix.update(pred, target, valid)
-    auc.update(pred, target, valid)
+    pix, best, auc, img = PixelMetrics(), BestThresholdF1(), PixelAUC(), ImageMetrics()
+    for m in (pix, best, auc):
+        m.update(pred, target, valid)
     img.update(pred.flatten(1).amax(1), (target.flatten(1).amax(1) > 0).long())
-    single = {**pix.compute(), **auc.compute(), **img.compute()}
+    single = {**pix.compute(), **best.compute(), **auc.compute(), **img.compute()}
     for key, value in single.items():
         assert out[key] == pytest.approx(value, abs=1e-12, nan_ok=True), key

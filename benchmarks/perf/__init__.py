@@ -1,0 +1,1 @@
+"""Benchmark scripts: speed and memory goals measured as ratios within one run (never timed unit tests)."""
