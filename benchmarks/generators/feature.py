@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from benchmarks.generators.base import GeneratorInfo, MaskGenerator, register_generator
 from benchmarks.generators.ops import gaussian_blur, otsu_threshold, soft_threshold
+from detectors.encoders import timm_encoder
 
 log = logging.getLogger(__name__)
 
@@ -25,16 +26,11 @@ class FeatureDiff(MaskGenerator):
                  pretrained_path: str | None = None, pretrained: bool = False, threshold: float | str = "otsu",
                  sigma: float = 2.0, min_threshold: float = 0.02, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None):
         super().__init__()
-        import timm
-
         if pretrained_path is None and not pretrained and backbone == "tf_efficientnet_lite0":
             from benchmarks.weights import efficientnet_lite0_path
 
             pretrained_path = str(efficientnet_lite0_path())
-        self.backbone = timm.create_model(backbone, features_only=True, out_indices=tuple(out_indices),
-                                          pretrained=pretrained and not pretrained_path).eval()
-        if pretrained_path:
-            load_backbone_weights(self.backbone, pretrained_path)
+        self.backbone = timm_encoder(backbone, tuple(out_indices), pretrained_path, pretrained).eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)
         lite = backbone.startswith("tf_efficientnet_lite")  # TF-Lite models take (x - 0.5) / 0.5
@@ -62,18 +58,6 @@ class FeatureDiff(MaskGenerator):
         # Otsu always splits the map in two; the floor keeps identical images from producing a mask
         thr = otsu_threshold(score).clamp_min(self.min_threshold) if self.threshold == "otsu" else float(self.threshold)
         return soft_threshold(score, thr)
-
-
-def load_backbone_weights(model: torch.nn.Module, path: str) -> None:
-    """Load a full-model timm state dict into a features-only model: every tensor the model has must be
-    there (strict on what is used); the classifier head it does not have is ignored."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise ValueError(f"{path}: checkpoint lacks {len(missing)} backbone tensors (first: {missing[:3]}); "
-                         "is it a timm state dict of the same architecture?")
-    model.load_state_dict({k: state[k] for k in own}, strict=True)
 
 
 @register_generator("feature_diff")

@@ -1,0 +1,89 @@
+"""Registry-driven checks of every detector (timm/smp-style shared tester): tiny inputs on CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from detectors import Detector, create_detector, list_detectors
+
+SIZE = 64
+
+
+def _batch(seed: int = 0, b: int = 2, size: int = SIZE, authentic: bool = False) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(b, 3, size, size, generator=g)
+    mask = torch.zeros(b, 1, size, size)
+    if not authentic:
+        mask[0, :, 8:30, 10:40] = 1
+    valid = torch.ones(b, 1, size, size, dtype=torch.bool)
+    valid[-1, :, :, -8:] = False
+    return {"image": image, "mask": mask, "valid": valid, "label": (mask.flatten(1).amax(1) > 0).long()}
+
+
+def _build(name: str, seed: int = 0) -> Detector:
+    torch.manual_seed(seed)
+    return create_detector(name, variant="tiny")
+
+
+NAMES = list_detectors()
+
+
+def test_six_families_are_registered():
+    assert set(NAMES) >= {"mvss_net", "trufor", "segformer", "pscc_net", "iml_vit", "mesorch"}, NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shapes_loss_backward(name):
+    model = _build(name).train()
+    batch = _batch()
+    out = model(model.normalize(batch["image"]))
+    assert out["mask_logits"].shape == (2, 1, SIZE, SIZE), name
+    score = out["score_logits"]
+    assert score is None or score.shape == (2,), name
+    total, parts = model.loss(out, batch)
+    assert total.ndim == 0 and math.isfinite(float(total)) and parts, name
+    assert all(math.isfinite(float(v)) for v in parts.values()), (name, parts)
+    total.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and sum(g is not None and bool(torch.isfinite(g).all()) for g in grads) >= 0.9 * len(grads), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_all_authentic_batch_has_a_finite_loss(name):
+    model = _build(name).train()
+    batch = _batch(authentic=True)
+    total, _ = model.loss(model(model.normalize(batch["image"])), batch)
+    assert math.isfinite(float(total))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_output(name):
+    batch = _batch(1)
+    a, b = _build(name, seed=3).eval(), _build(name, seed=3).eval()
+    with torch.no_grad():
+        out_a, out_b = a(a.normalize(batch["image"])), b(b.normalize(batch["image"]))
+    assert torch.equal(out_a["mask_logits"], out_b["mask_logits"]), name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_handles_any_size_and_returns_probabilities(name):
+    model = _build(name).eval()
+    image = torch.rand(1, 3, 50, 70)
+    out = model.predict(image)
+    assert out["mask"].shape == (1, 1, 50, 70)
+    assert float(out["mask"].min()) >= 0 and float(out["mask"].max()) <= 1
+    assert out["score"] is None or out["score"].shape == (1,)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_info_is_complete(name):
+    info = _build(name).info
+    assert info.name == name and info.paper and info.family and info.variant == "tiny"
+
+
+def test_unknown_detector_lists_the_known_ones():
+    with pytest.raises(ValueError, match="registered detectors"):
+        create_detector("no_such_detector")
