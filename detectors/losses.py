@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 
-def _valid(batch: dict, like: torch.Tensor) -> torch.Tensor:
+def valid_mask(batch: dict, like: torch.Tensor) -> torch.Tensor:
+    """The batch's valid pixels at the resolution of `like` (all valid when the batch has none)."""
     valid = batch.get("valid")
     if valid is None:
         return torch.ones_like(like, dtype=torch.bool)
@@ -25,7 +26,7 @@ def target_at(batch: dict, logits: torch.Tensor) -> torch.Tensor:
 def bce(logits: torch.Tensor, batch: dict, pos_weight: float | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Pixel BCE over valid pixels (mean). Computed in float32 for autocast safety."""
     target = target_at(batch, logits)
-    v = _valid(batch, logits).float()
+    v = valid_mask(batch, logits).float()
     pw = None if pos_weight is None else torch.tensor(pos_weight, device=logits.device)
     loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none", pos_weight=pw)
     if weight is not None:
@@ -37,7 +38,7 @@ def dice(logits: torch.Tensor, batch: dict, eps: float = 1.0) -> torch.Tensor:
     """Soft Dice loss per image over valid pixels, averaged over the batch (authentic images included:
     an empty prediction on an empty mask scores 1 thanks to the smoothing term)."""
     target = target_at(batch, logits)
-    v = _valid(batch, logits).float()
+    v = valid_mask(batch, logits).float()
     prob = torch.sigmoid(logits.float()) * v
     target = target * v
     inter = (prob * target).flatten(1).sum(1)
