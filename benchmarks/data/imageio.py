@@ -172,3 +172,14 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return mask
     img = Image.fromarray(mask.astype(np.uint8) * 255).resize((hw[1], hw[0]), Image.Resampling.NEAREST)
     return np.asarray(img) > 127
+
+
+def file_digest(path: str | Path) -> str:
+    """Short SHA-256 of a file's bytes (cache keys: a changed file means a new key)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]

@@ -92,4 +92,4 @@ def create_generator(name: str, **kwargs: Any) -> MaskGenerator:
 
 
 def _import_builtin() -> None:
-    from benchmarks.generators import feature, pixel, reference  # noqa: F401  (registration side effects)
+    from benchmarks.generators import feature, pixel, reference, sigma  # noqa: F401  (registration side effects)

@@ -28,9 +28,32 @@ def _pair(seed: int = 0, b: int = 2, size: int = 64):
     return original, edited, truth
 
 
+LEARNED = {"sigma", "grounding_only"}  # need a checkpoint; tested here with freshly initialized heads
+
+
+@pytest.fixture(scope="module")
+def heads_checkpoints(tmp_path_factory) -> dict[str, str]:
+    """Untrained SIGMA heads saved in the real checkpoint format (the contract does not need training)."""
+    from sigma.annotator import save_checkpoint
+    from sigma.model import SigmaConfig, SigmaNet
+
+    folder = tmp_path_factory.mktemp("sigma-heads")
+    torch.manual_seed(0)
+    return {"sigma": str(save_checkpoint(folder / "sigma.pt", SigmaNet(SigmaConfig()), {})),
+            "grounding_only": str(save_checkpoint(folder / "g.pt", SigmaNet(SigmaConfig(difference=False)), {}))}
+
+
+def build(name: str, heads: dict[str, str]) -> MaskGenerator:
+    from benchmarks.config import compose
+    from benchmarks.runners.eval_generators import generator_from_config
+
+    overrides = [f"generator={name}"] + ([f"generator.checkpoint={heads[name]}"] if name in LEARNED else [])
+    return generator_from_config(compose(overrides)).eval()
+
+
 @pytest.fixture(scope="module", params=sorted(list_generators()))
-def generator(request) -> MaskGenerator:
-    return create_generator(request.param).eval()
+def generator(request, heads_checkpoints) -> MaskGenerator:
+    return build(request.param, heads_checkpoints)
 
 
 def test_contract_shapes_range_no_grad_determinism(generator):
@@ -39,7 +62,7 @@ def test_contract_shapes_range_no_grad_determinism(generator):
     assert out.shape == (2, 1, 64, 64) and out.dtype == torch.float32
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 and not out.requires_grad
     assert torch.equal(out, generator.generate(original, edited, ["make it red", ""], truth=truth))
-    if generator.info.name not in ("empty", "full"):
+    if generator.info.name not in ("empty", "full") | LEARNED:
         inside = (out >= 0.5)[truth.bool()].float().mean()
         outside = (out >= 0.5)[~truth.bool()].float().mean()
         assert inside > 0.8 and outside < 0.2, (generator.info.name, float(inside), float(outside))
@@ -147,11 +170,36 @@ def test_all_zero_mask_is_excluded_and_counted(tmp_path):
     assert [r["f1"] for r in result.rows if r["id"] == "z"] == [None]
 
 
-def test_every_registered_generator_has_a_config_that_builds_it():
-    from benchmarks.config import compose, group_options
-    from benchmarks.runners.eval_generators import generator_from_config
+def test_every_registered_generator_has_a_config_that_builds_it(heads_checkpoints):
+    from benchmarks.config import group_options
 
     for name in list_generators():
         assert name in group_options("generator"), f"configs/generator/{name}.yaml is missing"
-        built = generator_from_config(compose([f"generator={name}"]))
+        built = build(name, heads_checkpoints)
         assert isinstance(built, MaskGenerator) and built.info.name == name
+
+
+def test_sigma_refuses_a_checkpoint_from_another_config(heads_checkpoints):
+    from benchmarks.config import compose
+    from benchmarks.runners.eval_generators import generator_from_config
+
+    cfg = compose(["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}", "generator.model.blocks=3"])
+    with pytest.raises(ValueError, match="another SIGMA config.*blocks"):
+        generator_from_config(cfg)
+
+
+def test_sigma_without_a_checkpoint_says_how_to_make_one(tmp_path):
+    from benchmarks.config import compose
+    from benchmarks.runners.eval_generators import generator_from_config
+
+    with pytest.raises(FileNotFoundError, match="bench train-sigma"):
+        generator_from_config(compose(["generator=sigma", f"generator.checkpoint={tmp_path / 'none.pt'}"]))
+
+
+def test_sigma_runs_on_empty_instructions_and_odd_sizes(heads_checkpoints):
+    """An empty or missing instruction leaves the difference stream working; sizes need not be multiples of 16."""
+    gen = build("sigma", heads_checkpoints)
+    original, edited, _ = _pair(b=2, size=50)
+    out = gen.generate(original, edited, ["", "remove the red thing in the top left"])
+    assert out.shape == (2, 1, 50, 50) and torch.isfinite(out).all()
+    assert torch.equal(gen.generate(original, edited, None), gen.generate(original, edited, ["", ""]))

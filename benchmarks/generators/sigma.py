@@ -1,0 +1,56 @@
+"""The ``sigma`` and ``grounding_only`` generators: trained heads from a checkpoint + frozen parts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.generators.base import GeneratorInfo, MaskGenerator, register_generator
+
+
+class SigmaGenerator(MaskGenerator):
+    def __init__(self, name: str, checkpoint: str, model: dict[str, Any] | None = None, backbone_path: str | None = None,
+                 text_encoder_path: str | None = None, summary: str = ""):
+        super().__init__()
+        from sigma.annotator import SigmaAnnotator, file_hash
+        from sigma.model import SigmaConfig
+
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"{name}: no checkpoint at {checkpoint}; train it with "
+                                    f"`bench train-sigma{' --variant grounding_only' if name == 'grounding_only' else ''}` "
+                                    "(or set generator.checkpoint=/path/to/sigma.pt)")
+        expected = SigmaConfig.from_dict(model) if model else None
+        if backbone_path is None:
+            from benchmarks.weights import efficientnet_lite0_path
+
+            if (expected.backbone if expected else "tf_efficientnet_lite0") == "tf_efficientnet_lite0":
+                backbone_path = str(efficientnet_lite0_path())
+        self.annotator = SigmaAnnotator.from_checkpoint(checkpoint, expected, backbone_path, text_encoder_path)
+        self.info = GeneratorInfo(name, summary, paper="SIGMA (semantic differencing + instruction prior)",
+                                  weights=f"{checkpoint} (sha256 {file_hash(checkpoint)})")
+
+    def forward(self, original, edited, instruction, truth=None):
+        return self.annotator(original, edited, instruction)
+
+
+def _model(model: Any, **changes: Any) -> dict[str, Any] | None:
+    if model is None:
+        return None
+    return {**dict(model), **changes}
+
+
+@register_generator("sigma")
+def sigma(checkpoint: str, model: dict | None = None, backbone_path: str | None = None,
+          text_encoder_path: str | None = None) -> MaskGenerator:
+    return SigmaGenerator("sigma", checkpoint, _model(model), backbone_path, text_encoder_path,
+                          "frozen-backbone semantic differencing + instruction prior with bidirectional refinement; "
+                          "Stage I + Stage II")
+
+
+@register_generator("grounding_only")
+def grounding_only(checkpoint: str, model: dict | None = None, backbone_path: str | None = None,
+                   text_encoder_path: str | None = None) -> MaskGenerator:
+    return SigmaGenerator("grounding_only", checkpoint, _model(model, difference=False), backbone_path, text_encoder_path,
+                          "instruction-only grounding: edited image + instruction, no difference stream")

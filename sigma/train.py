@@ -1,0 +1,267 @@
+"""Stage I and Stage II training of SIGMA's heads.
+
+The runner hands in data as functions ``batch_at(step) -> dict`` that are deterministic in ``step``; with
+the checkpointed weights, optimizer, schedule and EMA teacher this makes resume exact (no RNG state to
+restore: flips are drawn from a generator seeded by (seed, stage, step)). Batch keys:
+
+- ``feats_o`` / ``feats_e``: lists of three feature maps (strides 4/8/16), or ``original`` / ``edited``
+  images in [0,1] (then the trainer's frozen backbone computes them);
+- ``mask`` (B,1,H,W) in {0,1} (not needed for the self-training corpus); ``intended`` (B,1,H,W): the
+  part of the mask the instruction describes (defaults to ``mask``); ``instruction``: list of strings;
+- ``roundtrip`` (B,) bool: the pair's edited image went through an autoencoder round trip, so every
+  unedited pixel carries round-trip noise (used by the disentanglement loss).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sigma.losses import bce_dice, disentangle_loss, prior_loss, pseudo_labels
+from sigma.model import SigmaNet
+from sigma.text import mirror_instruction
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, Any]
+
+
+@dataclass
+class StageConfig:
+    steps: int = 800
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 50
+    prior_weight: float = 0.5
+    flip: bool = True
+    # Stage II parts (ignored in Stage I)
+    calibration: bool = True          # supervised round-trip pairs (edit + noise, and noise only)
+    self_training: bool = True        # EMA teacher pseudo-labels on the unlabelled corpus
+    disentangle: bool = True          # edit vs round-trip-noise embedding separation
+    ema_decay: float = 0.99
+    confident_hi: float = 0.8
+    confident_lo: float = 0.2
+    self_training_weight: float = 0.5
+    disentangle_weight: float = 0.2
+    checkpoint_every: int = 200
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def _flip_batch(batch: Batch, which: torch.Tensor) -> Batch:
+    """Mirror the selected samples: every map and the words left/right in their instruction."""
+    if not bool(which.any()):
+        return batch
+    out = dict(batch)
+    for key in ("feats_o", "feats_e"):
+        if batch.get(key) is not None:
+            out[key] = [torch.where(which.view(-1, 1, 1, 1).to(f.device), f.flip(-1), f) for f in batch[key]]
+    for key in ("original", "edited", "mask", "intended", "pseudo_target", "pseudo_weight"):
+        if batch.get(key) is not None:
+            t = batch[key]
+            out[key] = torch.where(which.view(-1, 1, 1, 1).to(t.device), t.flip(-1), t)
+    out["instruction"] = [mirror_instruction(t) if w else t for t, w in zip(batch["instruction"], which.tolist())]
+    return out
+
+
+class SigmaTrainer:
+    def __init__(self, net: SigmaNet, text_encoder: torch.nn.Module | None, device: torch.device, out_dir: str | Path,
+                 seed: int = 0, backbone: torch.nn.Module | None = None, progress: bool = True):
+        self.net = net.to(device)
+        self.text = text_encoder
+        self.device = device
+        self.out_dir = Path(out_dir)
+        self.seed = seed
+        self.backbone = backbone.to(device) if backbone is not None else None
+        self.progress = progress
+        self.teacher: SigmaNet | None = None
+        self.history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------------------------------ pieces
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def _move(self, batch: Batch) -> Batch:
+        out = {}
+        for k, v in batch.items():
+            if isinstance(v, torch.Tensor):
+                out[k] = v.to(self.device, non_blocking=True)
+            elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
+                out[k] = [t.to(self.device, non_blocking=True).float() for t in v]
+            else:
+                out[k] = v
+        return out
+
+    def forward(self, net: SigmaNet, batch: Batch) -> dict[str, torch.Tensor]:
+        feats_o, feats_e = batch.get("feats_o"), batch.get("feats_e")
+        if feats_e is None:
+            if self.backbone is None:
+                raise ValueError("batch has images but no features, and the trainer has no backbone")
+            feats_e = self.backbone(batch["edited"])
+            feats_o = self.backbone(batch["original"]) if net.cfg.difference else None
+        text = valid = None
+        if net.cfg.use_text:
+            text, valid = self.text(batch["instruction"], self.device)
+        size = batch["mask"].shape[-2:] if batch.get("mask") is not None else None
+        with self._autocast():
+            return net(feats_o if net.cfg.difference else None, feats_e, text, valid, batch.get("original"),
+                       batch.get("edited"), out_size=size)
+
+    def _supervised(self, out: dict, batch: Batch, cfg: StageConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        mask = batch["mask"].float()
+        loss = bce_dice(out["mask_logits"], mask)
+        parts = {"mask": float(loss.detach())}
+        if out["prior_logits"] is not None and cfg.prior_weight:
+            has_text = torch.tensor([bool(t.strip()) for t in batch["instruction"]], device=mask.device)
+            intended = batch.get("intended")
+            p = prior_loss(out["prior_logits"], (intended if intended is not None else mask).float(), has_text)
+            loss = loss + cfg.prior_weight * p
+            parts["prior"] = float(p.detach())
+        return loss, parts
+
+    def _flips(self, stage: int, step: int, n: int, cfg: StageConfig) -> torch.Tensor:
+        if not cfg.flip:
+            return torch.zeros(n, dtype=torch.bool)
+        g = torch.Generator().manual_seed(hash((self.seed, stage, step)) % (2 ** 31))
+        return torch.rand(n, generator=g) < 0.5
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def _state(self, stage: int, step: int, opt, sched, cfg: StageConfig) -> dict:
+        return {"stage": stage, "step": step, "net": self.net.state_dict(), "opt": opt.state_dict(),
+                "sched": sched.state_dict(), "teacher": None if self.teacher is None else self.teacher.state_dict(),
+                "stage_config": asdict(cfg), "history": self.history}
+
+    def _save(self, state: dict, name: str) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        return path
+
+    def _resume(self, stage: int, opt, sched) -> int:
+        path = self.out_dir / f"stage{stage}_last.pt"
+        if not path.is_file():
+            return 0
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.net.load_state_dict(state["net"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        if state["teacher"] is not None:
+            self.teacher = copy.deepcopy(self.net).eval()
+            self.teacher.load_state_dict(state["teacher"])
+        self.history = state["history"]
+        log.info("resumed stage %d at step %d from %s", stage, state["step"], path)
+        return int(state["step"])
+
+    # ------------------------------------------------------------------------------------------ stages
+
+    def _run(self, stage: int, cfg: StageConfig, step_fn: Callable[[int], tuple[torch.Tensor, dict[str, float]]]) -> dict:
+        from tqdm import tqdm
+
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps))
+        start = self._resume(stage, opt, sched)
+        if stage == 2 and self.teacher is None and cfg.self_training:
+            self.teacher = copy.deepcopy(self.net).eval()
+        t0 = time.perf_counter()
+        bar = tqdm(range(start, cfg.steps), desc=f"SIGMA stage {stage}", disable=not self.progress, initial=start,
+                   total=cfg.steps)
+        running: dict[str, float] = {}
+        for step in bar:
+            self.net.train()
+            loss, parts = step_fn(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            sched.step()
+            if self.teacher is not None:
+                with torch.no_grad():
+                    for pt, ps in zip(self.teacher.parameters(), self.net.parameters()):
+                        pt.lerp_(ps, 1 - cfg.ema_decay)
+                    for bt, bs in zip(self.teacher.buffers(), self.net.buffers()):
+                        bt.copy_(bs)
+            for k, v in parts.items():
+                running[k] = 0.9 * running.get(k, v) + 0.1 * v
+            if step % 20 == 0 or step == cfg.steps - 1:
+                self.history.append({"stage": stage, "step": step, **{k: round(v, 4) for k, v in running.items()}})
+                bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+            if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                self._save(self._state(stage, step + 1, opt, sched, cfg), f"stage{stage}_last.pt")
+        self._save(self._state(stage, cfg.steps, opt, sched, cfg), f"stage{stage}_last.pt")
+        return {"steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1), "final": running}
+
+    def stage1(self, cfg: StageConfig, batch_at: Callable[[int], Batch]) -> dict:
+        """Supervised training on exact masks (the inpainting set)."""
+
+        def step_fn(step: int):
+            batch = self._move(batch_at(step))
+            batch = _flip_batch(batch, self._flips(1, step, len(batch["instruction"]), cfg))
+            out = self.forward(self.net, batch)
+            return self._supervised(out, batch, cfg)
+
+        return self._run(1, cfg, step_fn)
+
+    def stage2(self, cfg: StageConfig, supervised_at: Callable[[int], Batch],
+               corpus_at: Callable[[int], Batch] | None) -> dict:
+        """Closing the diffusion-domain gap. `supervised_at` gives round-trip calibration batches when
+        ``cfg.calibration`` (else the Stage I data, so the model keeps its supervision); `corpus_at` gives
+        unlabelled editing pairs for EMA self-training."""
+        if cfg.self_training and corpus_at is None:
+            raise ValueError("Stage II self-training needs the unlabelled corpus (corpus_at)")
+
+        def step_fn(step: int):
+            batch = self._move(supervised_at(step))
+            batch = _flip_batch(batch, self._flips(2, step, len(batch["instruction"]), cfg))
+            out = self.forward(self.net, batch)
+            loss, parts = self._supervised(out, batch, cfg)
+            if cfg.disentangle and cfg.calibration:
+                edit = F.adaptive_avg_pool2d(batch["mask"].float(), out["embed"].shape[-2:])
+                noisy = batch["roundtrip"].view(-1, 1, 1, 1).float()
+                d = disentangle_loss(out["embed"], (edit > 0.5).float(), (edit == 0).float() * noisy)
+                loss = loss + cfg.disentangle_weight * d
+                parts["disentangle"] = float(d.detach())
+            if cfg.self_training:
+                corpus = self._move(corpus_at(step))
+                with torch.no_grad():
+                    teacher_prob = torch.sigmoid(self.forward(self.teacher, corpus)["mask_logits"].float())
+                target, weight = pseudo_labels(teacher_prob, cfg.confident_hi, cfg.confident_lo)
+                corpus = dict(corpus, mask=target, pseudo_weight=weight)
+                corpus = _flip_batch(corpus, self._flips(3, step, len(corpus["instruction"]), cfg))
+                out_c = self.forward(self.net, corpus)
+                st = bce_dice(out_c["mask_logits"], corpus["mask"], weight=corpus["pseudo_weight"])
+                loss = loss + cfg.self_training_weight * st
+                parts["self_training"] = float(st.detach())
+                parts["confident"] = float(weight.mean())
+                if cfg.disentangle and not cfg.calibration:
+                    # no round-trip pairs: the teacher's confident "no edit" pixels carry the editor's noise
+                    small = lambda m: F.adaptive_avg_pool2d(m, out_c["embed"].shape[-2:])  # noqa: E731
+                    sure = small(corpus["pseudo_weight"]) > 0.99
+                    edit = (small(corpus["mask"]) > 0.5) & sure
+                    noise = (small(corpus["mask"]) == 0) & sure
+                    d = disentangle_loss(out_c["embed"], edit.float(), noise.float())
+                    loss = loss + cfg.disentangle_weight * d
+                    parts["disentangle"] = float(d.detach())
+            return loss, parts
+
+        return self._run(2, cfg, step_fn)

@@ -1,0 +1,189 @@
+"""SIGMA's parts: heads for every ablation switch, losses, round trips, exact resume, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from sigma.annotator import load_checkpoint, save_checkpoint
+from sigma.losses import bce_dice, disentangle_loss, prior_loss, pseudo_labels
+from sigma.model import BiCrossAttention, SigmaConfig, SigmaNet
+from sigma.roundtrip import StandInAE, editor_roundtrip
+from sigma.text import mirror_instruction
+from sigma.train import SigmaTrainer, StageConfig
+
+CONFIGS = {
+    "full": SigmaConfig(),
+    "no_text": SigmaConfig(use_text=False, refinement="none"),
+    "film": SigmaConfig(refinement="film"),
+    "grounding_only": SigmaConfig(difference=False),
+    "fullres": SigmaConfig(fullres=True),
+}
+
+
+def feats(b: int = 2, size: int = 64, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(24, size // 4), (40, size // 8), (112, size // 16)]
+    fo = [torch.randn(b, c, s, s, generator=g) for c, s in shapes]
+    fe = [f + 0.3 * torch.randn(f.shape, generator=g) for f in fo]
+    return fo, fe
+
+
+class FakeText(torch.nn.Module):
+    """Deterministic stand-in for the text encoder (keeps these tests free of the 90 MB model)."""
+
+    dim = 384
+
+    def forward(self, texts, device=None):
+        length = max(1, max(len(t.split()) for t in texts))
+        tokens = torch.zeros(len(texts), length, self.dim)
+        valid = torch.zeros(len(texts), length, dtype=torch.bool)
+        for i, t in enumerate(texts):
+            for j, word in enumerate(t.split()):
+                g = torch.Generator().manual_seed(sum(map(ord, word)))
+                tokens[i, j] = torch.randn(self.dim, generator=g)
+                valid[i, j] = True
+        return tokens, valid
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_heads_forward_backward_every_switch(name):
+    cfg = CONFIGS[name]
+    torch.manual_seed(0)
+    net = SigmaNet(cfg)
+    fo, fe = feats()
+    tokens, valid = FakeText()(["remove the red thing in the top left", ""])
+    images = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    out = net(fo if cfg.difference else None, fe, tokens if cfg.use_text else None, valid if cfg.use_text else None,
+              *images, out_size=(64, 64))
+    assert out["mask_logits"].shape == (2, 1, 64, 64) and torch.isfinite(out["mask_logits"]).all()
+    assert (out["prior_logits"] is None) == (not cfg.use_text)
+    assert out["embed"].shape == (2, cfg.embed_dim, 8, 8)
+    out["mask_logits"].mean().backward()
+    # every parameter reaches the mask, except the embedding head, which only the disentanglement loss reads
+    unused = [n for n, p in net.named_parameters() if p.grad is None and not n.startswith("embed.")]
+    assert not unused, unused
+
+
+def test_bidirectional_attention_shares_logits_and_ignores_padding_words():
+    torch.manual_seed(0)
+    block = BiCrossAttention(16, 2, 1.0, update_text=True)
+    x, t = torch.randn(1, 5, 16), torch.randn(1, 3, 16)
+    valid = torch.tensor([[True, True, False]])
+    x1, t1 = block(x, t, valid)
+    t_changed = t.clone()
+    t_changed[0, 2] += 10.0  # a padding word: image tokens must not see it
+    x2, _ = block(x, t_changed, valid)
+    assert torch.allclose(x1, x2, atol=1e-6)
+    assert not torch.allclose(t1, t)  # text tokens were refined by the image
+
+
+def test_config_rejects_nonsense():
+    with pytest.raises(ValueError, match="refinement"):
+        SigmaConfig(refinement="sideways")
+    with pytest.raises(ValueError, match="grounding_only"):
+        SigmaConfig(difference=False, use_text=False)
+    with pytest.raises(ValueError, match="unknown key"):
+        SigmaConfig.from_dict({"widthz": 3})
+
+
+def test_mirror_instruction_swaps_sides_only():
+    assert mirror_instruction("move it from the left to the top-right corner, not bright") == \
+        "move it from the right to the top-left corner, not bright"
+
+
+def test_losses():
+    target = torch.zeros(2, 1, 16, 16)
+    target[:, :, 4:10, 4:10] = 1
+    good, bad = (target * 20 - 10), -(target * 20 - 10)
+    assert bce_dice(good, target) < 0.1 < bce_dice(bad, target)
+    # a zero weight removes a pixel from the loss
+    weight = torch.ones_like(target)
+    weight[:, :, 4:10, 4:10] = 0
+    assert bce_dice(bad, target, weight) < bce_dice(bad, target)
+    prior = torch.zeros(2, 1, 4, 4)
+    assert torch.isfinite(prior_loss(prior, target, torch.tensor([True, False])))
+    t, w = pseudo_labels(torch.tensor([0.1, 0.5, 0.9]), 0.8, 0.2)
+    assert t.tolist() == [0, 0, 1] and w.tolist() == [1, 0, 1]
+
+
+def test_disentangle_loss_rewards_separated_embeddings():
+    edit = torch.zeros(1, 1, 4, 4)
+    edit[:, :, :2] = 1
+    noise = 1 - edit
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    separated = torch.where(edit.bool(), a.view(1, 2, 1, 1), b.view(1, 2, 1, 1))
+    mixed = torch.nn.functional.normalize(separated + torch.tensor([0.9, 0.9]).view(1, 2, 1, 1), dim=1)
+    assert disentangle_loss(separated, edit, noise) < disentangle_loss(mixed, edit, noise)
+
+
+def test_standin_autoencoder_and_editor_roundtrip():
+    ae = StandInAE()
+    x = torch.rand(2, 3, 37, 45)
+    assert ae.roundtrip(x).shape == x.shape
+    y = editor_roundtrip(x, lambda im: im, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and 0 <= float(y.min()) and float(y.max()) <= 1
+    assert (y - x).abs().mean() > 0.001  # resampling + JPEG touch the pixels even with a perfect autoencoder
+
+
+def _batches(seed: int = 0):
+    def at(step: int):
+        g = torch.Generator().manual_seed(seed * 1000 + step)
+        fo, fe = feats(b=2, seed=seed * 1000 + step)
+        mask = (torch.rand(2, 1, 64, 64, generator=g) > 0.7).float()
+        return {"feats_o": fo, "feats_e": fe, "mask": mask, "intended": mask,
+                "instruction": ["remove the thing on the left", "add a red patch at the top"],
+                "roundtrip": torch.tensor([True, False])}
+    return at
+
+
+def _trainer(tmp, seed=0):
+    torch.manual_seed(seed)
+    return SigmaTrainer(SigmaNet(SigmaConfig()), FakeText(), torch.device("cpu"), tmp, seed=seed, progress=False)
+
+
+def test_stage_training_resumes_exactly(tmp_path):
+    s1 = StageConfig(steps=6, warmup=2, checkpoint_every=2)
+    s2 = StageConfig(steps=4, warmup=1, checkpoint_every=2)
+    ref = _trainer(tmp_path / "ref")
+    ref.stage1(s1, _batches())
+    ref.stage2(s2, _batches(1), _batches(2))
+
+    class Crash(Exception):
+        pass
+
+    def crashing(step):
+        if step == 3:
+            raise Crash
+        return _batches(1)(step)
+
+    first = _trainer(tmp_path / "cut")
+    first.stage1(s1, _batches())
+    with pytest.raises(Crash):
+        first.stage2(s2, crashing, _batches(2))
+    again = _trainer(tmp_path / "cut", seed=0)
+    again.stage1(s1, _batches())          # finished stage: resumes at its end, no new steps
+    again.stage2(s2, _batches(1), _batches(2))
+    for (name, a), b in zip(ref.net.state_dict().items(), again.net.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(next(iter(ref.teacher.parameters())), next(iter(again.teacher.parameters())))
+
+
+def test_stage2_needs_the_corpus_for_self_training(tmp_path):
+    with pytest.raises(ValueError, match="corpus"):
+        _trainer(tmp_path).stage2(StageConfig(steps=1), _batches(), None)
+
+
+def test_checkpoint_round_trip_and_config_check(tmp_path):
+    net = SigmaNet(SigmaConfig())
+    path = save_checkpoint(tmp_path / "s.pt", net, {"note": 1})
+    loaded, meta = load_checkpoint(path, SigmaConfig())
+    assert meta == {"note": 1}
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+    with pytest.raises(ValueError, match="another SIGMA config"):
+        load_checkpoint(path, dataclasses.replace(SigmaConfig(), widths=(8, 16, 32)))
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a SIGMA heads checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
