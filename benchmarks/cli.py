@@ -20,9 +20,6 @@ log = logging.getLogger("bench")
 # Subcommands whose issue has not landed yet: one clear line, non-zero exit.
 PENDING = {
     "annotate": "the issue 'Annotation at corpus scale' (needs the SIGMA annotator first)",
-    "train-sigma": "the issue 'SIGMA annotator'",
-    "train-detector": "the issue 'Detector zoo'",
-    "eval-detector": "the issue 'Detector zoo'",
     "leaderboard": "the issue '`bench run`: the downstream comparison end to end'",
     "plots": "the issue '`bench run`: the downstream comparison end to end'",
 }
@@ -97,11 +94,49 @@ def build_parser() -> argparse.ArgumentParser:
                     "Writes leaderboards (CSV + Markdown), per-pair scores and a qualitative figure under results/.")
     evalg.add_argument("--tag", default=None, help="leaderboard file name (default: generators, or generators_<datasets>)")
     _common(evalg, "generator", "dataset")
-    pending("train-sigma", "train the SIGMA annotator (Stage I, Stage II)",
-            extra=lambda p: p.add_argument("--stage", default="all", help="1, 2 or all"))
-    pending("train-detector", "train IML detectors on a generator's masks", "detector",
-            extra=lambda p: p.add_argument("--train", help="training dataset (IML list or generator name)"))
-    pending("eval-detector", "evaluate trained detectors (headline metrics + robustness sweep)", "detector", "dataset")
+    trains = sub.add_parser(
+        "train-sigma", formatter_class=_Formatter, epilog=EPILOG, help="train the SIGMA annotator (Stage I, Stage II)",
+        description="Prepare SIGMA's training data once (frozen-backbone features of the inpainting set, of editor "
+                    "round-trip calibration pairs made with a diffusers VAE or the offline stand-in autoencoder, and of "
+                    "the unlabelled corpus; cached), train Stage I (exact masks) and Stage II (calibration, EMA "
+                    "self-training, edit-noise disentanglement), and export the heads to sigma.export "
+                    "(results/sigma/<profile>/sigma.pt). An interrupted run resumes exactly. --variant grounding_only "
+                    "trains the instruction-only baseline; --variant ablations trains every ablation and writes "
+                    "results/leaderboards/sigma_ablations.md.")
+    trains.add_argument("--stage", default="all", choices=["1", "2", "all"], help="which stages to run")
+    trains.add_argument("--variant", default="sigma", choices=["sigma", "grounding_only", "ablations"],
+                        help="what to train")
+    _common(trains)
+    traind = sub.add_parser(
+        "train-detector", formatter_class=_Formatter, epilog=EPILOG,
+        help="train IML detectors on an IML training list (a generator's masks or ground truth)",
+        description="Train each detector with the one trainer (AdamW, warmup + cosine, bf16 on CUDA, exact resume, "
+                    "DDP under torchrun) on --train: 'synth' (the synthetic suite's ground-truth corpus, validated on "
+                    "its iml_val.json), an IMDL-BenCo JSON list, a Tp/+Gt/ folder, '<adapter>:<root>', or an IML "
+                    "dataset config. The checkpoint is chosen on a validation set (--val, or train.val_fraction held "
+                    "out), never a test set. Writes <paths.runs>/detectors/<train-name>/<detector>/: last.pt, best.pt, "
+                    "log.csv, val.csv, config.yaml, summary.json. An unfinished run folder is resumed.")
+    traind.add_argument("--train", default="synth", help="training data: synth, an IML list path, <adapter>:<root>, "
+                                                         "or an IML dataset config name")
+    traind.add_argument("--val", default=None, help="validation IML list (default: the synth suite's iml_val.json, "
+                                                    "else train.val_fraction of the training list)")
+    traind.add_argument("--name", default=None, help="run folder name under <paths.runs>/detectors/ (default: from --train)")
+    traind.add_argument("--force", action="store_true", help="delete an existing run folder and train afresh")
+    _common(traind, "detector")
+    evald = sub.add_parser(
+        "eval-detector", formatter_class=_Formatter, epilog=EPILOG,
+        help="evaluate trained detectors (headline metrics + robustness sweep)",
+        description="Run each trained detector (best.pt of its run, or --checkpoint) on each test dataset and score "
+                    "it: per-image F1 / IoU at threshold 0.5 (headline), pooled F1, oracle best-threshold F1, pixel "
+                    "AUC, image AUC / accuracy. With the robustness sweep (on in gpu-paper, --robustness to force), "
+                    "also F1 under JPEG quality 50..100, Gaussian blur sigma 0..3 and Gaussian noise std 0..0.1. "
+                    "Writes <run>/eval/<dataset>.json, per-image CSVs, metrics.csv and robustness.csv.")
+    evald.add_argument("--train", default="synth", help="which training run to test (as given to train-detector --train)")
+    evald.add_argument("--name", default=None, help="run folder name, when train-detector was given --name")
+    evald.add_argument("--checkpoint", default=None, help="a checkpoint file to test instead (one --detector)")
+    evald.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=None,
+                       help="run the perturbation sweep (default: train.test.robustness of the profile)")
+    _common(evald, "detector", "dataset")
     run = sub.add_parser(
         "run", formatter_class=_Formatter, epilog=EPILOG, help="end to end: annotate, train detectors, test, report",
         description="Annotate the editing corpus with a generator, train each detector on the masks, test on the "
@@ -130,12 +165,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_PENDING
     from benchmarks.data.errors import DataError
     from benchmarks.runners import data as data_runner
-    from benchmarks.runners import eval_generators
+    from benchmarks.runners import eval_detector, eval_generators, train_detector, train_sigma
     from benchmarks.runners import run as run_runner
 
     handlers = {("data", "synth"): data_runner.synth_command, ("data", "check"): data_runner.check_command,
                 ("run", None): run_runner.run_command,
-                ("eval-generators", None): eval_generators.eval_generators_command}
+                ("eval-generators", None): eval_generators.eval_generators_command,
+                ("train-detector", None): train_detector.train_detector_command,
+                ("eval-detector", None): eval_detector.eval_detector_command,
+                ("train-sigma", None): train_sigma.train_sigma_command}
     try:
         return handlers[(args.command, getattr(args, "data_command", None))](args)
     except (DataError, ValueError, FileNotFoundError) as exc:

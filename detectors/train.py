@@ -1,0 +1,671 @@
+"""One trainer for every detector (a model library: torch, numpy and tqdm only; never ``benchmarks``).
+
+A runner hands in the data; the trainer owns the loop::
+
+    from detectors.train import EpochBatchSampler, Trainer, TrainConfig, seed_everything
+
+    seed_everything(cfg.seed)                                   # same initial weights on every rank
+    model = create_detector("segformer", variant="tiny")
+    sampler = EpochBatchSampler(len(ds), batch_size=16, seed=cfg.seed, keyed=True)   # yields [(epoch, i), ...]
+    loader = DataLoader(ds, batch_sampler=sampler, collate_fn=pad_collate, generator=torch.Generator())
+    trainer = Trainer(model, TrainConfig(epochs=10, lr=1e-4), out_dir, meta={"fingerprint": "..."})
+    result = trainer.fit(loader, validate=lambda m: {"f1_per_image": ...})   # resumes from out_dir/last.pt
+
+What it does: AdamW (no weight decay on biases and norms) with a per-step linear-warmup + cosine schedule;
+bf16 autocast on CUDA only (``amp``), gradient accumulation, channels_last on CUDA, optional
+``torch.compile``; DistributedDataParallel when ``torch.distributed`` is initialized (torchrun); the loss
+is always ``module.loss`` of the unwrapped detector on the wrapped model's outputs.
+
+Files in ``out_dir`` (rank 0 writes): ``last.pt`` (every ``checkpoint_every`` optimizer steps and at each
+epoch end, written to a temporary file then renamed, so a kill never leaves a torn file), ``best.pt``
+(weights chosen by the ``validate`` callback's ``select_metric`` on a *validation* set, or the last
+weights when there is none), ``log.csv`` (one row per optimizer step: loss parts, lr, grad norm, skipped,
+seconds), ``val.csv`` (one row per validation) and ``tb/`` when TensorBoard is installed.
+
+Exact resume: ``last.pt`` holds the model, optimizer, scheduler, grad scaler, step, epoch, the number of
+batches already done in the epoch, the best-validation record, the non-finite counters, and the RNG states
+(python, numpy, torch, CUDA) of every rank. On resume the trainer asks the data for the same epoch again
+and skips the batches already done: through ``set_epoch`` / ``set_start_batch`` of the loader's (batch)
+sampler when it has them (:class:`EpochBatchSampler`; nothing is decoded for the skipped part), else by
+reading and dropping them. The data order must therefore depend only on (seed, epoch), which
+:class:`EpochBatchSampler` guarantees. RNG states are restored where they were saved relative to the
+creation of the epoch's iterator, so a run killed anywhere and resumed ends with bit-identical weights.
+
+Non-finite losses: a window (one optimizer step) whose loss or gradient norm is NaN/inf is skipped (no
+update; the schedule still advances so step and data position stay in lockstep), counted, and logged;
+``max_consecutive_nonfinite`` in a row stop the run with :class:`NonFiniteLossError`. (With ``amp="fp16"``
+gradient overflow is the grad scaler's business and only a non-finite loss counts.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import os
+import random
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+RANK_SEED_OFFSET = 1000  # rank r trains with seed + r * offset (dropout etc. differ per rank; weights do not)
+Validate = Callable[[nn.Module], Mapping[str, float]]
+
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive optimizer steps had a NaN/inf loss or gradient."""
+
+
+@dataclass
+class TrainConfig:
+    """Trainer settings with their defaults (configs/train/default.yaml selects; this defines)."""
+
+    epochs: int = 20
+    max_steps: int | None = None          # stop after this many optimizer steps (also sets the schedule length)
+    lr: float = 1e-4
+    weight_decay: float = 0.05            # AdamW; biases and norm parameters get none
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int | None = None       # None: warmup_ratio of the total steps
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.01            # the cosine ends at lr * min_lr_ratio
+    accumulation: int = 1                 # batches per optimizer step
+    grad_clip: float | None = 1.0         # max global grad norm; None = no clipping
+    amp: str = "auto"                     # auto (bf16 on CUDA, off elsewhere) | bf16 | fp16 | off
+    channels_last: bool = True            # CUDA only
+    compile: bool = False                 # torch.compile the model
+    seed: int = 0
+    checkpoint_every: int = 0             # optimizer steps between mid-epoch checkpoints; 0 = epoch ends only
+    val_every: int = 1                    # epochs between validations (the last epoch is always validated)
+    select_metric: str = "f1_per_image"   # key of the validate callback's result that picks best.pt
+    select_mode: str = "max"              # max | min
+    max_consecutive_nonfinite: int = 20   # this many skipped steps in a row stop the run
+    find_unused_parameters: bool = False  # DDP: for models whose forward leaves some parameters unused
+    progress: bool = True                 # tqdm bars (rank 0 only)
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives lists
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be >= 1 or null"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.accumulation >= 1, "accumulation must be >= 1"),
+            (self.amp in ("auto", "bf16", "fp16", "off"), f"amp must be auto, bf16, fp16 or off, got {self.amp!r}"),
+            (self.select_mode in ("max", "min"), f"select_mode must be max or min, got {self.select_mode!r}"),
+            (self.max_consecutive_nonfinite >= 1, "max_consecutive_nonfinite must be >= 1"),
+            (0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio must be in [0, 1]"),
+            (0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)"),
+            (self.checkpoint_every >= 0 and self.val_every >= 1, "checkpoint_every must be >= 0, val_every >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"train config: {message}")
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"train config: unknown keys {unknown}; the trainer knows {sorted(known)}")
+        return cls(**values)
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+
+
+class WarmupCosine:
+    """LR multiplier for optimizer step s: linear warmup ``(s+1)/warmup``, then a cosine from 1 down to
+    ``min_ratio`` at ``total``. A callable object so LambdaLR's state_dict carries it."""
+
+    def __init__(self, warmup: int, total: int, min_ratio: float = 0.0):
+        self.warmup, self.total, self.min_ratio = int(warmup), int(total), float(min_ratio)
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of indices whose order depends only on (seed, epoch), split over ranks, startable mid-epoch.
+
+    Like DistributedSampler: the permutation is padded by repetition to a multiple of the world size and
+    rank r takes every world-th index, so every rank sees the same number of batches. ``drop_last`` drops a
+    final partial batch unless that would leave none. ``keyed`` yields ``(epoch, index)`` pairs so a dataset
+    can draw per-epoch augmentation deterministically (also inside worker processes).
+    """
+
+    def __init__(self, n: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
+                 rank: int | None = None, world_size: int | None = None, keyed: bool = False):
+        if n < 1 or batch_size < 1:
+            raise ValueError(f"EpochBatchSampler needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
+        default_rank, default_world = dist_info()
+        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
+        self.rank = default_rank if rank is None else rank
+        self.world_size = default_world if world_size is None else world_size
+        self.keyed = keyed
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def set_start_batch(self, start: int) -> None:
+        self.start = int(start)
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        per_rank = math.ceil(self.n / self.world_size)
+        order += order[: per_rank * self.world_size - self.n] if per_rank * self.world_size > self.n else []
+        while len(order) < per_rank * self.world_size:  # more ranks than items
+            order += order[: per_rank * self.world_size - len(order)]
+        return order[self.rank::self.world_size]
+
+    def _num_batches(self, count: int) -> int:
+        full = count // self.batch_size
+        return full if (self.drop_last and full) else math.ceil(count / self.batch_size)
+
+    def __len__(self) -> int:
+        return self._num_batches(math.ceil(self.n / self.world_size))
+
+    def __iter__(self) -> Iterator[list]:
+        indices = self._indices()
+        for b in range(self.start, self._num_batches(len(indices))):
+            chunk = indices[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(self.epoch, i) for i in chunk] if self.keyed else chunk
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without a process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all CUDA devices included)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG state as plain types and tensors (loadable with ``weights_only=True``)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+    }
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """torch.save to a temporary file, fsync, then rename over `path` (a kill never leaves a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load the ``model`` weights of a trainer checkpoint (last.pt or best.pt) into `model`; returns the
+    checkpoint's other entries (epoch, step, metrics, meta)."""
+    ckpt = load_checkpoint(path)
+    if "model" not in ckpt:
+        raise ValueError(f"{path}: no 'model' entry; is it a checkpoint written by detectors.train?")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit the model ({exc}); was it trained with the same detector "
+                         "and variant?") from exc
+    return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on weight matrices and kernels, none on biases and norm scales (ndim <= 1)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class CsvLog:
+    """Append-only CSV; on resume rows after the checkpoint's step are dropped (they get redone)."""
+
+    def __init__(self, path: Path, keep_through_step: int | None):
+        self.path, self.columns, self._fh, self._writer = path, None, None, None
+        if keep_through_step is None or not path.is_file():
+            path.unlink(missing_ok=True)
+            return
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        kept = rows[:1]
+        for row in rows[1:]:  # rows are in step order; stop at the first redone or torn row
+            if len(row) != len(rows[0]) or not row[0].isdigit() or int(row[0]) > keep_through_step:
+                break
+            kept.append(row)
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows(kept)
+        self.columns = rows[0] if rows else None
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a", newline="", encoding="utf-8")
+            if self.columns is None:
+                self.columns = list(row)
+                csv.writer(self._fh).writerow(self.columns)
+            self._writer = csv.DictWriter(self._fh, self.columns, extrasaction="ignore")
+        self._writer.writerow({k: _fmt(v) for k, v in row.items()})
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    nonfinite_steps: int
+    best: dict[str, Any] | None
+    val_history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from_step: int | None = None
+    last_checkpoint: str = ""
+    best_checkpoint: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Trains one detector. `model` is the bare Detector (``loss``, ``normalize``); the trainer moves it to
+    the device and wraps it (DDP, compile) itself. `meta` is stored in every checkpoint; its ``fingerprint``
+    (when given) must match on resume, so a changed config never continues an old run by accident."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, out_dir: str | Path, *,
+                 device: str | torch.device | None = None, meta: Mapping[str, Any] | None = None):
+        self.cfg = config
+        self.out_dir = Path(out_dir)
+        self.meta = dict(meta or {})
+        self.rank, self.world_size = dist_info()
+        self.distributed = self.world_size > 1
+        self.is_main = self.rank == 0
+        self.device = torch.device(device) if device is not None else _default_device()
+        cuda = self.device.type == "cuda"
+        amp = {"auto": "bf16" if cuda else "off"}.get(config.amp, config.amp)
+        if amp != "off" and not cuda:
+            log.warning("amp=%s asked for on %s; autocast runs on CUDA only, training in float32", amp, self.device)
+            amp = "off"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.channels_last = config.channels_last and cuda
+        self.module = model.to(self.device)
+        if self.channels_last:
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self.params = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(param_groups(self.module, config.weight_decay), lr=config.lr,
+                                           betas=config.betas, fused=True if cuda else None)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp == "fp16")
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
+        self.model: nn.Module = self.module
+        if self.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(self.module, device_ids=[self.device.index] if cuda else None,
+                                                 find_unused_parameters=config.find_unused_parameters)
+        if config.compile:
+            self.model = torch.compile(self.model)
+        self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
+
+    # ------------------------------------------------------------------ data
+
+    @staticmethod
+    def _samplers(train: Any) -> list[Any]:
+        return [s for s in (getattr(train, "batch_sampler", None), getattr(train, "sampler", None)) if s is not None]
+
+    def _epoch_iter(self, train: Any, epoch: int, skip: int) -> Iterator[dict[str, Any]]:
+        if callable(train) and not hasattr(train, "__iter__"):
+            return iter(train(epoch, skip))
+        samplers = self._samplers(train)
+        for s in samplers:
+            if hasattr(s, "set_epoch"):
+                s.set_epoch(epoch)
+        starter = next((s for s in samplers if hasattr(s, "set_start_batch")), None)
+        if starter is not None:
+            starter.set_start_batch(skip)
+            return iter(train)
+        if skip:
+            log.info("resuming: reading and dropping the %d batches already done in epoch %d", skip, epoch + 1)
+        return islice(iter(train), skip, None)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self, step: int, epoch: int, position: int, batches: int, extra: dict[str, Any]) -> dict[str, Any]:
+        rng = rng_state()
+        if self.distributed:
+            states: list[Any] = [None] * self.world_size
+            dist.all_gather_object(states, rng)
+        else:
+            states = [rng]
+        return {"format": CHECKPOINT_FORMAT, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
+                "epoch": epoch, "position": position, "batches_per_epoch": batches, "world_size": self.world_size,
+                "rng": states, "meta": self.meta, "config": asdict(self.cfg), **extra}
+
+    def _save_last(self, *args: Any) -> None:
+        state = self._state(*args)  # every rank joins the RNG gather
+        if self.is_main:
+            atomic_save(state, self.last_path)
+
+    def _resume(self, batches: int) -> dict[str, Any] | None:
+        if not self.last_path.is_file():
+            return None
+        ckpt = load_checkpoint(self.last_path)
+        want, have = self.meta.get("fingerprint"), ckpt.get("meta", {}).get("fingerprint")
+        if want is not None and want != have:
+            raise ValueError(f"{self.last_path}: written by a run with another configuration (fingerprint {have}, "
+                             f"now {want}); delete the folder or train under another name to start afresh")
+        if ckpt["world_size"] != self.world_size:
+            raise ValueError(f"{self.last_path}: saved by {ckpt['world_size']} process(es), resumed by "
+                             f"{self.world_size}; resume with the same number of processes for an exact resume")
+        if ckpt["batches_per_epoch"] != batches:
+            raise ValueError(f"{self.last_path}: the run had {ckpt['batches_per_epoch']} batches per epoch, the data "
+                             f"now gives {batches}; the training list or batch size changed")
+        self.module.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        return ckpt
+
+    # ------------------------------------------------------------------ steps
+
+    def _to_device(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _micro_step(self, batch: dict[str, Any], scale: float, sync: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        x = self.module.normalize(batch["image"])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        no_sync = self.model.no_sync if self.distributed and not sync and hasattr(self.model, "no_sync") else None
+        with no_sync() if no_sync else contextlib.nullcontext():
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+                out = self.model(x)
+                loss, parts = self.module.loss(out, batch)
+            self.scaler.scale(loss * scale).backward()
+        return loss.detach().float(), parts
+
+    def _optimizer_step(self, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
+        """Clip, check and step. Returns (skipped, grad norm)."""
+        if self.scaler.is_enabled():
+            self.scaler.unscale_(self.optimizer)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if self.cfg.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip, foreach=True)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
+        bad_loss = ~torch.isfinite(loss)
+        # with fp16 the grad scaler owns overflowing gradients (it skips and lowers the scale)
+        bad_grad = torch.zeros_like(bad_loss) if self.scaler.is_enabled() else ~torch.isfinite(norm.to(loss.device))
+        flags = torch.stack([bad_loss, bad_grad]).float()
+        if self.distributed:  # every rank must agree, or their weights would drift apart
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        skipped = bool(flags.any())
+        if not skipped:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order; harmless
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
+        return skipped, norm
+
+    def _validate(self, validate: Validate) -> dict[str, float]:
+        self.module.eval()
+        try:
+            with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16,
+                                                 enabled=self.amp_dtype is not None):
+                metrics = {k: float(v) for k, v in validate(self.module).items()}
+        finally:
+            self.module.train()
+        if self.cfg.select_metric not in metrics:
+            raise KeyError(f"validation returned {sorted(metrics)}; train.select_metric={self.cfg.select_metric!r} "
+                           "is not among them")
+        return metrics
+
+    def _better(self, value: float, best: dict[str, Any] | None) -> bool:
+        if math.isnan(value):
+            return False
+        if best is None or math.isnan(best["value"]):
+            return True
+        return value > best["value"] if self.cfg.select_mode == "max" else value < best["value"]
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self, train: Iterable[dict[str, Any]] | Callable[[int, int], Iterable[dict[str, Any]]], *,
+            validate: Validate | None = None, resume: bool = True, batches_per_epoch: int | None = None,
+            on_batch: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+        """Train for ``epochs`` (or ``max_steps``) over `train`, resuming from ``out_dir/last.pt`` if present.
+
+        `train`: a DataLoader (or any re-iterable with ``len``) giving the same batches per epoch, in an order
+        that depends only on (seed, epoch), or a callable ``(epoch, skip) -> iterable`` (then pass
+        `batches_per_epoch`). A batch without ``"image"`` (every item skipped by the loader) adds nothing.
+        `validate(module) -> {metric: value}` runs on rank 0..N in eval mode under no_grad on a validation
+        set; its ``select_metric`` picks ``best.pt``. `on_batch(batch)` sees each batch first (e.g. to
+        count the loader's skipped items).
+        """
+        cfg = self.cfg
+        batches = int(batches_per_epoch if batches_per_epoch is not None else len(train))  # type: ignore[arg-type]
+        if batches < 1:
+            raise ValueError("the training data gives no batches; is the training list empty?")
+        windows = math.ceil(batches / cfg.accumulation)
+        total = cfg.max_steps or cfg.epochs * windows
+        warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(warmup, total, cfg.min_lr_ratio))
+        step = epoch = position = 0
+        best: dict[str, Any] | None = None
+        history: list[dict[str, Any]] = []
+        nonfinite = {"total": 0, "consecutive": 0}
+        elapsed0 = 0.0
+        ckpt = self._resume(batches) if resume else None
+        pending_rng = None
+        if ckpt is not None:
+            step, epoch, position = ckpt["step"], ckpt["epoch"], ckpt["position"]
+            best, history, nonfinite, elapsed0 = ckpt["best"], ckpt["val_history"], ckpt["nonfinite"], ckpt["elapsed"]
+            pending_rng = ckpt["rng"][self.rank]
+            log.info("resumed %s at step %d (epoch %d, batch %d of %d)", self.last_path, step, epoch + 1, position, batches)
+        else:
+            seed_everything(cfg.seed + RANK_SEED_OFFSET * self.rank)
+        resumed_from = step if ckpt is not None else None
+        train_log = CsvLog(self.out_dir / "log.csv", step if ckpt else None) if self.is_main else None
+        val_log = CsvLog(self.out_dir / "val.csv", step if ckpt else None) if self.is_main else None
+        writer = _tensorboard(self.out_dir / "tb") if self.is_main else None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        last_good: dict[str, Any] | None = None
+        extra = lambda: {"best": best, "val_history": history, "nonfinite": dict(nonfinite),  # noqa: E731
+                         "elapsed": elapsed0 + time.perf_counter() - start}
+        self.module.train()
+        from tqdm import tqdm
+
+        try:
+            while epoch < cfg.epochs and step < total:
+                if pending_rng is not None and position == 0:  # saved before this epoch's iterator was made
+                    set_rng_state(pending_rng)
+                    pending_rng = None
+                data = self._epoch_iter(train, epoch, position)
+                if pending_rng is not None:  # saved mid-epoch, after the iterator was made
+                    set_rng_state(pending_rng)
+                    pending_rng = None
+                bar = tqdm(total=batches, initial=position, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                           leave=False, disable=not (self.is_main and cfg.progress), dynamic_ncols=True)
+                t_step = time.perf_counter()
+                while position < batches and step < total:
+                    size = min(cfg.accumulation, batches - position)
+                    loss_sum = torch.zeros((), device=self.device)
+                    part_sums: dict[str, Any] = {}
+                    ids: list[Any] = []
+                    for k in range(size):
+                        try:
+                            batch = next(data)
+                        except StopIteration:
+                            raise RuntimeError(f"the training data ended after {position + k} of {batches} batches in "
+                                               f"epoch {epoch + 1}; it must give len() batches every epoch") from None
+                        if on_batch is not None:
+                            on_batch(batch)
+                        weight = 1.0 / size
+                        if "image" not in batch:  # every item of it was skipped by the loader
+                            if not self.distributed:
+                                continue
+                            if last_good is None:
+                                raise RuntimeError("the first batch on this rank was empty (all items skipped); with "
+                                                   "several processes each rank must compute a gradient")
+                            batch, weight = last_good, 0.0  # a zero gradient keeps DDP's all-reduce in step
+                        else:
+                            batch = self._to_device(batch)
+                            last_good = batch
+                            ids += list(batch.get("id", []))[:4]
+                        loss, parts = self._micro_step(batch, weight, sync=k == size - 1)
+                        if weight:
+                            loss_sum = loss_sum + loss * weight
+                            for name, value in parts.items():
+                                part_sums[name] = part_sums.get(name, 0.0) + _detach(value) * weight
+                    lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+                    skipped, norm = self._optimizer_step(loss_sum)
+                    position += size
+                    step += 1
+                    values = torch.stack([loss_sum, norm.float().to(self.device),
+                                          *[torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in part_sums.values()]]).tolist()
+                    if skipped:
+                        nonfinite["total"] += 1
+                        nonfinite["consecutive"] += 1
+                        log.warning("step %d (epoch %d, batch %d): non-finite loss %s / grad norm %s; update skipped "
+                                    "(%d in a row, %d in all)", step, epoch + 1, position, values[0], values[1],
+                                    nonfinite["consecutive"], nonfinite["total"])
+                        if nonfinite["consecutive"] >= cfg.max_consecutive_nonfinite:
+                            raise NonFiniteLossError(
+                                f"{nonfinite['consecutive']} consecutive optimizer steps had a non-finite loss or "
+                                f"gradient (last: step {step}, epoch {epoch + 1}, batch {position}, items {ids}); the "
+                                "weights were left at the last finite step. Lower train.lr, check those items' data, "
+                                "or raise train.max_consecutive_nonfinite")
+                    else:
+                        nonfinite["consecutive"] = 0
+                    now = time.perf_counter()
+                    if train_log is not None:
+                        row = {"step": step, "epoch": epoch + 1, "batch": position, "loss": values[0],
+                               **dict(zip(part_sums, values[2:])), "lr": lr, "grad_norm": values[1],
+                               "skipped": int(skipped), "seconds": now - t_step,
+                               "elapsed": elapsed0 + now - start}
+                        train_log.write(row)
+                        if writer is not None:
+                            writer.add_scalar("train/loss", values[0], step)
+                            writer.add_scalar("train/lr", lr, step)
+                    t_step = now
+                    bar.update(size)
+                    if step % 10 == 0 or position == batches:
+                        bar.set_postfix(loss=f"{values[0]:.4f}", lr=f"{lr:.2e}", refresh=False)
+                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < batches and step < total:
+                        self._save_last(step, epoch, position, batches, extra())
+                bar.close()
+                done = step >= total
+                epoch, position = epoch + 1, 0
+                if validate is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs or done):
+                    metrics = self._validate(validate)
+                    value = metrics[cfg.select_metric]
+                    record = {"epoch": epoch, "step": step, **metrics}
+                    history.append(record)
+                    improved = self._better(value, best)
+                    log.info("epoch %d: validation %s = %.4f%s", epoch, cfg.select_metric, value,
+                             " (best so far)" if improved else "")
+                    if val_log is not None:
+                        val_log.write({"step": step, **{k: v for k, v in record.items() if k != "step"},
+                                       "best": int(improved)})
+                    if writer is not None:
+                        for name, v in metrics.items():
+                            writer.add_scalar(f"val/{name}", v, step)
+                    if improved:
+                        best = {"metric": cfg.select_metric, "value": value, "epoch": epoch, "step": step,
+                                "metrics": metrics}
+                        if self.is_main:
+                            atomic_save({"model": self.module.state_dict(), "epoch": epoch, "step": step,
+                                         "metrics": metrics, "selected_by": f"validation {cfg.select_metric} "
+                                         f"({cfg.select_mode})", "meta": self.meta}, self.best_path)
+                self._save_last(step, epoch, position, batches, extra())
+                if done:
+                    break
+            if self.is_main and (best is None):  # no validation (or only NaN): the last weights are the choice
+                atomic_save({"model": self.module.state_dict(), "epoch": epoch, "step": step, "metrics": {},
+                             "selected_by": "last (no validation metric)", "meta": self.meta}, self.best_path)
+        finally:
+            for handle in (train_log, val_log, writer):
+                if handle is not None:
+                    handle.close()
+        return TrainResult(steps=step, epochs=epoch, nonfinite_steps=nonfinite["total"], best=best,
+                           val_history=history, seconds=round(elapsed0 + time.perf_counter() - start, 3),
+                           resumed_from_step=resumed_from, last_checkpoint=str(self.last_path),
+                           best_checkpoint=str(self.best_path))
+
+
+def _detach(value: Any) -> Any:
+    return value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+
+
+def _default_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _tensorboard(folder: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; the CSV logs always exist
+        return None
+    return SummaryWriter(str(folder))
