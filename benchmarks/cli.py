@@ -19,7 +19,6 @@ log = logging.getLogger("bench")
 
 # Subcommands whose issue has not landed yet: one clear line, non-zero exit.
 PENDING = {
-    "annotate": "the issue 'Annotation at corpus scale' (needs the SIGMA annotator first)",
     "leaderboard": "the issue '`bench run`: the downstream comparison end to end'",
     "plots": "the issue '`bench run`: the downstream comparison end to end'",
 }
@@ -83,9 +82,34 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p, *flags)
         return p
 
-    pending("annotate", "annotate a pairs corpus with a mask generator (PNG masks + IMDL-BenCo JSON)", "generator",
-            extra=lambda p: (p.add_argument("--pairs", help="pairs-manifest folder or parquet glob"),
-                             p.add_argument("--out", help="output folder")))
+    annotate = sub.add_parser(
+        "annotate", formatter_class=_Formatter, epilog=EPILOG,
+        help="annotate a pairs corpus with a mask generator (PNG masks + IMDL-BenCo JSON)",
+        description="Stream (original, edited, instruction) pairs from a pairs-manifest folder or parquet files "
+                    "through one mask generator (batched, no grad, bf16 on CUDA) and write DIR/masks/<id>.png, "
+                    "DIR/iml.json (IMDL-BenCo list), DIR/manifest.jsonl, DIR/skipped.jsonl, DIR/provenance.json "
+                    "and DIR/config.yaml. Work is committed shard by shard (DIR/shards/), so the same command "
+                    "resumes after any interruption; under torchrun (or with RANK/WORLD_SIZE set) ranks take "
+                    "pair i % WORLD_SIZE and the last to finish merges. Skipped pairs are final unless "
+                    "--retry-skipped.")
+    annotate.add_argument("--pairs", default=None,
+                          help="pairs-manifest folder, or parquet file / folder / glob; when omitted, the synthetic "
+                               "suite's editing corpus")
+    annotate.add_argument("--out", default=None, help="output folder; when omitted, <paths.runs>/annotate/<generator>-<pairs>")
+    annotate.add_argument("--batch-size", type=int, default=None, help="pairs per batch; when omitted, the profile's")
+    annotate.add_argument("--shard-size", type=int, default=1000,
+                          help="pairs per committed shard (a shard closes at the first batch boundary past it)")
+    annotate.add_argument("--num-workers", type=int, default=None,
+                          help="DataLoader decode workers per rank; when omitted, the profile's")
+    annotate.add_argument("--on-error", default="skip", choices=["skip", "raise"],
+                          help="bad pair: skip (log, count, list in skipped.jsonl, go on) or raise (stop, naming the file)")
+    annotate.add_argument("--limit", type=int, default=None, help="annotate only the pairs with global index < N")
+    annotate.add_argument("--soft", action="store_true", help="write the soft mask as 8-bit (0..255) instead of 0/255")
+    annotate.add_argument("--compile", action="store_true", help="torch.compile the generator's forward")
+    annotate.add_argument("--retry-skipped", action="store_true", help="retry pairs an earlier run skipped")
+    annotate.add_argument("--merge-only", action="store_true",
+                          help="only merge the committed shards of --out into iml.json, manifest.jsonl, provenance")
+    _common(annotate, "generator")
     evalg = sub.add_parser(
         "eval-generators", formatter_class=_Formatter, epilog=EPILOG,
         help="score mask generators against ground-truth masks (pixel F1 / IoU)",
@@ -164,12 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench {args.command}: not implemented yet; it lands with {PENDING[args.command]}.", file=sys.stderr)
         return EXIT_PENDING
     from benchmarks.data.errors import DataError
+    from benchmarks.runners import annotate as annotate_runner
     from benchmarks.runners import data as data_runner
     from benchmarks.runners import eval_detector, eval_generators, train_detector, train_sigma
     from benchmarks.runners import run as run_runner
 
     handlers = {("data", "synth"): data_runner.synth_command, ("data", "check"): data_runner.check_command,
-                ("run", None): run_runner.run_command,
+                ("run", None): run_runner.run_command, ("annotate", None): annotate_runner.annotate_command,
                 ("eval-generators", None): eval_generators.eval_generators_command,
                 ("train-detector", None): train_detector.train_detector_command,
                 ("eval-detector", None): eval_detector.eval_detector_command,

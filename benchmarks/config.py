@@ -12,7 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-GROUPS = ("synth", "sigma", "generator", "detector", "dataset", "profile", "experiment")
+GROUPS = ("synth", "sigma", "train", "generator", "detector", "dataset", "profile", "experiment")
 
 
 def config_dir() -> Path:

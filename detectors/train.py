@@ -29,12 +29,14 @@ and skips the batches already done: through ``set_epoch`` / ``set_start_batch`` 
 sampler when it has them (:class:`EpochBatchSampler`; nothing is decoded for the skipped part), else by
 reading and dropping them. The data order must therefore depend only on (seed, epoch), which
 :class:`EpochBatchSampler` guarantees. RNG states are restored where they were saved relative to the
-creation of the epoch's iterator, so a run killed anywhere and resumed ends with bit-identical weights.
+creation of the epoch's iterator, so a run killed anywhere and resumed ends with bit-identical weights
+(as far as the kernels are deterministic: on CUDA some are not, and two uninterrupted runs differ as much).
 
 Non-finite losses: a window (one optimizer step) whose loss or gradient norm is NaN/inf is skipped (no
 update; the schedule still advances so step and data position stay in lockstep), counted, and logged;
 ``max_consecutive_nonfinite`` in a row stop the run with :class:`NonFiniteLossError`. (With ``amp="fp16"``
-gradient overflow is the grad scaler's business and only a non-finite loss counts.)
+gradient overflow is the grad scaler's business and only a non-finite loss counts. A forward pass that
+produced NaN activations has already updated BatchNorm running statistics; skipping cannot undo that.)
 """
 
 from __future__ import annotations
@@ -312,6 +314,8 @@ def _fmt(v: Any) -> Any:
 
 @dataclass
 class TrainResult:
+    """What :meth:`Trainer.fit` returns (and the runner writes to summary.json)."""
+
     steps: int
     epochs: int
     nonfinite_steps: int
@@ -321,6 +325,47 @@ class TrainResult:
     resumed_from_step: int | None = None
     last_checkpoint: str = ""
     best_checkpoint: str = ""
+
+
+@dataclass
+class _Run:
+    """Where a run is; saved in last.pt beside the model and optimizer states."""
+
+    step: int = 0                # optimizer steps done (skipped non-finite steps included)
+    epoch: int = 0               # epochs done
+    position: int = 0            # batches done in the current epoch
+    best: dict[str, Any] | None = None
+    val_history: list[dict[str, Any]] = field(default_factory=list)
+    nonfinite: dict[str, int] = field(default_factory=lambda: {"total": 0, "consecutive": 0})
+    elapsed: float = 0.0         # seconds of training before this process
+
+
+class _Logs:
+    """log.csv (per step), val.csv (per validation) and TensorBoard when installed; rank 0 only."""
+
+    def __init__(self, folder: Path, resumed_step: int | None):
+        self.train = CsvLog(folder / "log.csv", resumed_step)
+        self.valid = CsvLog(folder / "val.csv", resumed_step)
+        self.tb = _tensorboard(folder / "tb")
+
+    def step(self, row: dict[str, Any]) -> None:
+        self.train.write(row)
+        if self.tb is not None:
+            for key in ("loss", "lr", "grad_norm"):
+                self.tb.add_scalar(f"train/{key}", row[key], row["step"])
+
+    def val(self, row: dict[str, Any]) -> None:
+        self.valid.write(row)
+        if self.tb is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch", "best"):
+                    self.tb.add_scalar(f"val/{key}", value, row["step"])
+
+    def close(self) -> None:
+        self.train.close()
+        self.valid.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 # ---------------------------------------------------------------------------------------------- trainer
@@ -360,7 +405,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             self.model = DistributedDataParallel(self.module, device_ids=[self.device.index] if cuda else None,
-                                                 find_unused_parameters=config.find_unused_parameters)
+                                                 find_unused_parameters=config.find_unused_parameters,
+                                                 gradient_as_bucket_view=True)  # no grad copies into buckets
         if config.compile:
             self.model = torch.compile(self.model)
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
@@ -388,22 +434,20 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _state(self, step: int, epoch: int, position: int, batches: int, extra: dict[str, Any]) -> dict[str, Any]:
+    def _save_last(self, run: _Run, batches: int) -> None:
+        """Write last.pt (rank 0); every rank joins the gather of RNG states."""
+        run.elapsed = self._elapsed()
         rng = rng_state()
+        states: list[Any] = [rng]
         if self.distributed:
-            states: list[Any] = [None] * self.world_size
+            states = [None] * self.world_size
             dist.all_gather_object(states, rng)
-        else:
-            states = [rng]
-        return {"format": CHECKPOINT_FORMAT, "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "step": step,
-                "epoch": epoch, "position": position, "batches_per_epoch": batches, "world_size": self.world_size,
-                "rng": states, "meta": self.meta, "config": asdict(self.cfg), **extra}
-
-    def _save_last(self, *args: Any) -> None:
-        state = self._state(*args)  # every rank joins the RNG gather
         if self.is_main:
-            atomic_save(state, self.last_path)
+            atomic_save({"format": CHECKPOINT_FORMAT, "model": self.module.state_dict(),
+                         "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                         "scaler": self.scaler.state_dict(), **asdict(run), "batches_per_epoch": batches,
+                         "world_size": self.world_size, "rng": states, "meta": self.meta, "config": asdict(self.cfg)},
+                        self.last_path)
 
     def _resume(self, batches: int) -> dict[str, Any] | None:
         if not self.last_path.is_file():
@@ -439,11 +483,14 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
                 out = self.model(x)
                 loss, parts = self.module.loss(out, batch)
-            self.scaler.scale(loss * scale).backward()
+            self.scaler.scale(loss * scale if scale != 1.0 else loss).backward()
         return loss.detach().float(), parts
 
-    def _optimizer_step(self, loss: torch.Tensor) -> tuple[bool, torch.Tensor]:
-        """Clip, check and step. Returns (skipped, grad norm)."""
+    def _optimizer_step(self, loss: torch.Tensor, parts: list[Any]) -> tuple[bool, list[float]]:
+        """Clip, check and step. Returns (skipped, [loss, grad norm, *parts] as floats).
+
+        One host sync per step, before the update is queued, so the device runs the optimizer while the host
+        logs and starts the next batch."""
         if self.scaler.is_enabled():
             self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.params if p.grad is not None]
@@ -457,7 +504,9 @@ class Trainer:
         flags = torch.stack([bad_loss, bad_grad]).float()
         if self.distributed:  # every rank must agree, or their weights would drift apart
             dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        skipped = bool(flags.any())
+        values = torch.stack([*flags, loss.float(), norm.float().to(loss.device),
+                              *[torch.as_tensor(v, dtype=torch.float32, device=loss.device) for v in parts]]).tolist()
+        skipped = bool(values[0] or values[1])
         if not skipped:
             self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -465,7 +514,7 @@ class Trainer:
         with warnings.catch_warnings():  # a skipped first step makes torch warn about the call order; harmless
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
             self.scheduler.step()
-        return skipped, norm
+        return skipped, values[2:]
 
     def _validate(self, validate: Validate) -> dict[str, float]:
         self.module.eval()
@@ -476,7 +525,7 @@ class Trainer:
         finally:
             self.module.train()
         if self.cfg.select_metric not in metrics:
-            raise KeyError(f"validation returned {sorted(metrics)}; train.select_metric={self.cfg.select_metric!r} "
+            raise ValueError(f"validation returned {sorted(metrics)}; train.select_metric={self.cfg.select_metric!r} "
                            "is not among them")
         return metrics
 
@@ -497,7 +546,7 @@ class Trainer:
         `train`: a DataLoader (or any re-iterable with ``len``) giving the same batches per epoch, in an order
         that depends only on (seed, epoch), or a callable ``(epoch, skip) -> iterable`` (then pass
         `batches_per_epoch`). A batch without ``"image"`` (every item skipped by the loader) adds nothing.
-        `validate(module) -> {metric: value}` runs on rank 0..N in eval mode under no_grad on a validation
+        `validate(module) -> {metric: value}` runs on every rank in eval mode under no_grad on a validation
         set; its ``select_metric`` picks ``best.pt``. `on_batch(batch)` sees each batch first (e.g. to
         count the loader's skipped items).
         """
@@ -505,152 +554,141 @@ class Trainer:
         batches = int(batches_per_epoch if batches_per_epoch is not None else len(train))  # type: ignore[arg-type]
         if batches < 1:
             raise ValueError("the training data gives no batches; is the training list empty?")
-        windows = math.ceil(batches / cfg.accumulation)
-        total = cfg.max_steps or cfg.epochs * windows
+        total = cfg.max_steps or cfg.epochs * math.ceil(batches / cfg.accumulation)
         warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_ratio * total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, WarmupCosine(warmup, total, cfg.min_lr_ratio))
-        step = epoch = position = 0
-        best: dict[str, Any] | None = None
-        history: list[dict[str, Any]] = []
-        nonfinite = {"total": 0, "consecutive": 0}
-        elapsed0 = 0.0
-        ckpt = self._resume(batches) if resume else None
+        run, ckpt = _Run(), self._resume(batches) if resume else None
         pending_rng = None
         if ckpt is not None:
-            step, epoch, position = ckpt["step"], ckpt["epoch"], ckpt["position"]
-            best, history, nonfinite, elapsed0 = ckpt["best"], ckpt["val_history"], ckpt["nonfinite"], ckpt["elapsed"]
+            run = _Run(**{k: ckpt[k] for k in _Run.__dataclass_fields__})
             pending_rng = ckpt["rng"][self.rank]
-            log.info("resumed %s at step %d (epoch %d, batch %d of %d)", self.last_path, step, epoch + 1, position, batches)
+            log.info("resumed %s at step %d (epoch %d, batch %d of %d)", self.last_path, run.step, run.epoch + 1,
+                     run.position, batches)
         else:
             seed_everything(cfg.seed + RANK_SEED_OFFSET * self.rank)
-        resumed_from = step if ckpt is not None else None
-        train_log = CsvLog(self.out_dir / "log.csv", step if ckpt else None) if self.is_main else None
-        val_log = CsvLog(self.out_dir / "val.csv", step if ckpt else None) if self.is_main else None
-        writer = _tensorboard(self.out_dir / "tb") if self.is_main else None
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        last_good: dict[str, Any] | None = None
-        extra = lambda: {"best": best, "val_history": history, "nonfinite": dict(nonfinite),  # noqa: E731
-                         "elapsed": elapsed0 + time.perf_counter() - start}
+        self._logs = _Logs(self.out_dir, run.step if ckpt else None) if self.is_main else None
+        self._t0, self._elapsed0, self._last_good = time.perf_counter(), run.elapsed, None
         self.module.train()
         from tqdm import tqdm
 
         try:
-            while epoch < cfg.epochs and step < total:
-                if pending_rng is not None and position == 0:  # saved before this epoch's iterator was made
+            while run.epoch < cfg.epochs and run.step < total:
+                if pending_rng is not None and run.position == 0:  # saved before this epoch's iterator was made
                     set_rng_state(pending_rng)
                     pending_rng = None
-                data = self._epoch_iter(train, epoch, position)
+                data = self._epoch_iter(train, run.epoch, run.position)
                 if pending_rng is not None:  # saved mid-epoch, after the iterator was made
                     set_rng_state(pending_rng)
                     pending_rng = None
-                bar = tqdm(total=batches, initial=position, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                           leave=False, disable=not (self.is_main and cfg.progress), dynamic_ncols=True)
-                t_step = time.perf_counter()
-                while position < batches and step < total:
-                    size = min(cfg.accumulation, batches - position)
-                    loss_sum = torch.zeros((), device=self.device)
-                    part_sums: dict[str, Any] = {}
-                    ids: list[Any] = []
-                    for k in range(size):
-                        try:
-                            batch = next(data)
-                        except StopIteration:
-                            raise RuntimeError(f"the training data ended after {position + k} of {batches} batches in "
-                                               f"epoch {epoch + 1}; it must give len() batches every epoch") from None
-                        if on_batch is not None:
-                            on_batch(batch)
-                        weight = 1.0 / size
-                        if "image" not in batch:  # every item of it was skipped by the loader
-                            if not self.distributed:
-                                continue
-                            if last_good is None:
-                                raise RuntimeError("the first batch on this rank was empty (all items skipped); with "
-                                                   "several processes each rank must compute a gradient")
-                            batch, weight = last_good, 0.0  # a zero gradient keeps DDP's all-reduce in step
-                        else:
-                            batch = self._to_device(batch)
-                            last_good = batch
-                            ids += list(batch.get("id", []))[:4]
-                        loss, parts = self._micro_step(batch, weight, sync=k == size - 1)
-                        if weight:
-                            loss_sum = loss_sum + loss * weight
-                            for name, value in parts.items():
-                                part_sums[name] = part_sums.get(name, 0.0) + _detach(value) * weight
-                    lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
-                    skipped, norm = self._optimizer_step(loss_sum)
-                    position += size
-                    step += 1
-                    values = torch.stack([loss_sum, norm.float().to(self.device),
-                                          *[torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in part_sums.values()]]).tolist()
-                    if skipped:
-                        nonfinite["total"] += 1
-                        nonfinite["consecutive"] += 1
-                        log.warning("step %d (epoch %d, batch %d): non-finite loss %s / grad norm %s; update skipped "
-                                    "(%d in a row, %d in all)", step, epoch + 1, position, values[0], values[1],
-                                    nonfinite["consecutive"], nonfinite["total"])
-                        if nonfinite["consecutive"] >= cfg.max_consecutive_nonfinite:
-                            raise NonFiniteLossError(
-                                f"{nonfinite['consecutive']} consecutive optimizer steps had a non-finite loss or "
-                                f"gradient (last: step {step}, epoch {epoch + 1}, batch {position}, items {ids}); the "
-                                "weights were left at the last finite step. Lower train.lr, check those items' data, "
-                                "or raise train.max_consecutive_nonfinite")
-                    else:
-                        nonfinite["consecutive"] = 0
-                    now = time.perf_counter()
-                    if train_log is not None:
-                        row = {"step": step, "epoch": epoch + 1, "batch": position, "loss": values[0],
-                               **dict(zip(part_sums, values[2:])), "lr": lr, "grad_norm": values[1],
-                               "skipped": int(skipped), "seconds": now - t_step,
-                               "elapsed": elapsed0 + now - start}
-                        train_log.write(row)
-                        if writer is not None:
-                            writer.add_scalar("train/loss", values[0], step)
-                            writer.add_scalar("train/lr", lr, step)
-                    t_step = now
+                bar = tqdm(total=batches, initial=run.position, desc=f"epoch {run.epoch + 1}/{cfg.epochs}",
+                           unit="batch", leave=False, disable=not (self.is_main and cfg.progress), dynamic_ncols=True)
+                self._t_step = time.perf_counter()
+                while run.position < batches and run.step < total:
+                    size = min(cfg.accumulation, batches - run.position)
+                    loss = self._window(data, run, size, batches, on_batch)
                     bar.update(size)
-                    if step % 10 == 0 or position == batches:
-                        bar.set_postfix(loss=f"{values[0]:.4f}", lr=f"{lr:.2e}", refresh=False)
-                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and position < batches and step < total:
-                        self._save_last(step, epoch, position, batches, extra())
+                    if run.step % 10 == 0 or run.position == batches:
+                        bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+                    if cfg.checkpoint_every and run.step % cfg.checkpoint_every == 0 and run.position < batches \
+                            and run.step < total:
+                        self._save_last(run, batches)
                 bar.close()
-                done = step >= total
-                epoch, position = epoch + 1, 0
-                if validate is not None and (epoch % cfg.val_every == 0 or epoch == cfg.epochs or done):
-                    metrics = self._validate(validate)
-                    value = metrics[cfg.select_metric]
-                    record = {"epoch": epoch, "step": step, **metrics}
-                    history.append(record)
-                    improved = self._better(value, best)
-                    log.info("epoch %d: validation %s = %.4f%s", epoch, cfg.select_metric, value,
-                             " (best so far)" if improved else "")
-                    if val_log is not None:
-                        val_log.write({"step": step, **{k: v for k, v in record.items() if k != "step"},
-                                       "best": int(improved)})
-                    if writer is not None:
-                        for name, v in metrics.items():
-                            writer.add_scalar(f"val/{name}", v, step)
-                    if improved:
-                        best = {"metric": cfg.select_metric, "value": value, "epoch": epoch, "step": step,
-                                "metrics": metrics}
-                        if self.is_main:
-                            atomic_save({"model": self.module.state_dict(), "epoch": epoch, "step": step,
-                                         "metrics": metrics, "selected_by": f"validation {cfg.select_metric} "
-                                         f"({cfg.select_mode})", "meta": self.meta}, self.best_path)
-                self._save_last(step, epoch, position, batches, extra())
+                done = run.step >= total
+                run.epoch, run.position = run.epoch + 1, 0
+                if validate is not None and (run.epoch % cfg.val_every == 0 or run.epoch == cfg.epochs or done):
+                    self._validate_and_select(validate, run)
+                self._save_last(run, batches)
                 if done:
                     break
-            if self.is_main and (best is None):  # no validation (or only NaN): the last weights are the choice
-                atomic_save({"model": self.module.state_dict(), "epoch": epoch, "step": step, "metrics": {},
+            if self.is_main and run.best is None:  # no validation (or only NaN): the last weights are the choice
+                atomic_save({"model": self.module.state_dict(), "epoch": run.epoch, "step": run.step, "metrics": {},
                              "selected_by": "last (no validation metric)", "meta": self.meta}, self.best_path)
         finally:
-            for handle in (train_log, val_log, writer):
-                if handle is not None:
-                    handle.close()
-        return TrainResult(steps=step, epochs=epoch, nonfinite_steps=nonfinite["total"], best=best,
-                           val_history=history, seconds=round(elapsed0 + time.perf_counter() - start, 3),
-                           resumed_from_step=resumed_from, last_checkpoint=str(self.last_path),
+            if self._logs is not None:
+                self._logs.close()
+        return TrainResult(steps=run.step, epochs=run.epoch, nonfinite_steps=run.nonfinite["total"], best=run.best,
+                           val_history=run.val_history, seconds=round(self._elapsed(), 3),
+                           resumed_from_step=ckpt["step"] if ckpt else None, last_checkpoint=str(self.last_path),
                            best_checkpoint=str(self.best_path))
+
+    def _elapsed(self) -> float:
+        return self._elapsed0 + time.perf_counter() - self._t0
+
+    def _window(self, data: Iterator[dict[str, Any]], run: _Run, size: int, batches: int,
+                on_batch: Callable[[dict[str, Any]], None] | None) -> float:
+        """One optimizer step over `size` batches (accumulated); logs it and returns its loss."""
+        loss_sum = torch.zeros((), device=self.device)
+        part_sums: dict[str, Any] = {}
+        ids: list[Any] = []
+        for k in range(size):
+            try:
+                batch = next(data)
+            except StopIteration:
+                raise RuntimeError(f"the training data ended after {run.position + k} of {batches} batches in epoch "
+                                   f"{run.epoch + 1}; it must give len() batches every epoch") from None
+            if on_batch is not None:
+                on_batch(batch)
+            weight = 1.0 / size
+            if "image" not in batch:  # every item of it was skipped by the loader
+                if not self.distributed:
+                    continue
+                if self._last_good is None:
+                    raise RuntimeError("the first batch on this rank was empty (all items skipped); with several "
+                                       "processes each rank must compute a gradient")
+                batch, weight = self._last_good, 0.0  # a zero gradient keeps DDP's all-reduce in step
+            else:
+                batch = self._last_good = self._to_device(batch)
+                ids += list(batch.get("id", []))[:4]
+            loss, parts = self._micro_step(batch, weight, sync=k == size - 1)
+            if weight:
+                loss_sum = loss_sum + loss * weight
+                for name, value in parts.items():
+                    part_sums[name] = part_sums.get(name, 0.0) + _detach(value) * weight
+        lr = self.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        skipped, values = self._optimizer_step(loss_sum, list(part_sums.values()))
+        run.position += size
+        run.step += 1
+        bad = run.nonfinite
+        if skipped:
+            bad["total"] += 1
+            bad["consecutive"] += 1
+            log.warning("step %d (epoch %d, batch %d): non-finite loss %s / grad norm %s; update skipped (%d in a row, "
+                        "%d in all)", run.step, run.epoch + 1, run.position, values[0], values[1], bad["consecutive"],
+                        bad["total"])
+            if bad["consecutive"] >= self.cfg.max_consecutive_nonfinite:
+                raise NonFiniteLossError(
+                    f"{bad['consecutive']} consecutive optimizer steps had a non-finite loss or gradient (last: step "
+                    f"{run.step}, epoch {run.epoch + 1}, batch {run.position}, items {ids}); the weights were left at "
+                    "the last finite step. Lower train.lr, check those items' data, or raise "
+                    "train.max_consecutive_nonfinite")
+        else:
+            bad["consecutive"] = 0
+        now = time.perf_counter()
+        if self._logs is not None:
+            self._logs.step({"step": run.step, "epoch": run.epoch + 1, "batch": run.position, "loss": values[0],
+                             **dict(zip(part_sums, values[2:])), "lr": lr, "grad_norm": values[1],
+                             "skipped": int(skipped), "seconds": now - self._t_step, "elapsed": self._elapsed()})
+        self._t_step = now
+        return values[0]
+
+    def _validate_and_select(self, validate: Validate, run: _Run) -> None:
+        cfg = self.cfg
+        metrics = self._validate(validate)
+        value = metrics[cfg.select_metric]
+        run.val_history.append({"epoch": run.epoch, "step": run.step, **metrics})
+        improved = self._better(value, run.best)
+        log.info("epoch %d: validation %s = %.4f%s", run.epoch, cfg.select_metric, value,
+                 " (best so far)" if improved else "")
+        if self._logs is not None:
+            self._logs.val({"step": run.step, "epoch": run.epoch, **metrics, "best": int(improved)})
+        if improved:
+            run.best = {"metric": cfg.select_metric, "value": value, "epoch": run.epoch, "step": run.step,
+                        "metrics": metrics}
+            if self.is_main:
+                atomic_save({"model": self.module.state_dict(), "epoch": run.epoch, "step": run.step,
+                             "metrics": metrics, "selected_by": f"validation {cfg.select_metric} ({cfg.select_mode})",
+                             "meta": self.meta}, self.best_path)
 
 
 def _detach(value: Any) -> Any:

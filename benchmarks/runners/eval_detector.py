@@ -43,7 +43,7 @@ from benchmarks.data.loading import pad_collate, record_skips
 from benchmarks.data.transforms import Geometry
 from benchmarks.metrics import BestThresholdF1, ImageMetrics, PixelAUC, PixelMetrics
 from benchmarks.runners.train_detector import (EpochSamples, available, detector_params, image_scores, run_device,
-                                               run_dir, train_name)
+                                               run_dir, train_name, write_json)
 from detectors import Detector, create_detector
 from detectors.train import load_weights
 
@@ -226,13 +226,6 @@ def load_detector(cfg: DictConfig, detector: str, checkpoint: Path, device: torc
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    tmp.replace(path)
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     import pandas as pd
 
@@ -291,7 +284,7 @@ def eval_detector_command(args: argparse.Namespace) -> int:
                                       num_workers=int(test.num_workers), sweep=sweep,
                                       sweep_limit=test.robustness_limit, skip_log=skip_log, seed=int(cfg.seed))
             m = result["metrics"]
-            _write_json(folder / f"{dname}.json", {
+            write_json(folder / f"{dname}.json", {
                 "detector": detector, "dataset": dname, "checkpoint": str(checkpoint), "geometry": geometry.tag,
                 "trained": {k: info.get(k) for k in ("epoch", "step", "metrics", "selected_by")},
                 "metrics": m, "robustness": result["robustness"], "counts": result["counts"],

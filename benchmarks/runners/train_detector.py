@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -323,10 +324,27 @@ def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: Skip
                                                             if result.best else "last (no validation)"),
     }
     if rank == 0:
-        tmp = summary_path.with_name("summary.json.tmp")
-        tmp.write_text(json.dumps(summary, indent=1, default=str))
-        tmp.replace(summary_path)
+        write_json(summary_path, summary)
     return summary
+
+
+def finite_or_none(obj: Any) -> Any:
+    """NaN / inf floats as None, recursively: JSON outputs stay standard JSON (undefined metrics are null)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomic JSON write (temporary file, then rename); undefined metrics become null."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(finite_or_none(obj), indent=1, default=str, allow_nan=False))
+    tmp.replace(path)
 
 
 def _skipped(out: Path, listing: SkipLog | None) -> dict[str, Any]:
@@ -361,8 +379,14 @@ def train_detector_command(args: argparse.Namespace) -> int:
     joined = init_distributed()
     try:
         rank = dist.get_rank() if dist.is_initialized() else 0
+        if rank != 0:  # one process speaks
+            logging.getLogger().setLevel(logging.WARNING)
         listing = SkipLog()
+        if rank != 0:  # rank 0 lists first (and builds the synthetic suite if needed), the others then read it
+            dist.barrier()
         data = resolve_training_data(cfg, args.train, args.val, overrides, skip_log=listing if rank == 0 else None)
+        if rank == 0 and dist.is_initialized():
+            dist.barrier()
         if listing.total:
             print(f"skipped {listing.total} listed item(s) whose files are missing: {listing.summary()}")
         for name in detectors:
@@ -386,4 +410,4 @@ def train_detector_command(args: argparse.Namespace) -> int:
 
 
 __all__ = ["EpochSamples", "TrainData", "detector_params", "image_scores", "list_items", "make_validator",
-           "resolve_training_data", "train_detector_command", "train_name", "train_one"]
+           "resolve_training_data", "train_detector_command", "train_name", "train_one", "write_json"]

@@ -325,6 +325,49 @@ def test_two_process_gloo_ddp_ends_with_identical_weights(tmp_path):
     assert len(load_checkpoint(tmp_path / "last.pt")["rng"]) == 2  # every rank's RNG state saved
 
 
+# ---------------------------------------------------------------------------------------------- optional mmseg adapter
+
+
+def test_mmseg_adapter_without_mmseg_names_the_extra_to_install():
+    import importlib.util
+
+    if importlib.util.find_spec("mmseg") is not None:
+        pytest.skip("mmsegmentation is installed; the not-installed path does not apply")
+    from detectors.mmseg import MmsegDetector, MmsegUnavailable
+
+    with pytest.raises(MmsegUnavailable, match=r"mmcv-lite==2\.1\.0 mmsegmentation==1\.2\.2 ftfy regex.*torch 2\.14"):
+        MmsegDetector({"type": "EncoderDecoder"})
+
+
+def test_mmcv_ext_shim_raises_only_when_an_op_is_called():
+    from detectors.mmseg import mmcv_ext_shim
+
+    ext = mmcv_ext_shim()
+    assert hasattr(ext, "deform_conv_forward")  # what mmcv's ext_loader checks at import time
+    with pytest.raises(RuntimeError, match="'deform_conv_forward' is not available.*pure PyTorch"):
+        ext.deform_conv_forward(1, 2)
+
+
+def test_mmseg_segformer_b0_as_a_detector():
+    pytest.importorskip("mmseg")
+    from detectors.mmseg import MmsegDetector
+
+    model = MmsegDetector({
+        "type": "EncoderDecoder",
+        "backbone": {"type": "MixVisionTransformer", "in_channels": 3, "embed_dims": 32, "num_stages": 4,
+                     "num_layers": [2, 2, 2, 2], "num_heads": [1, 2, 5, 8], "patch_sizes": [7, 3, 3, 3],
+                     "sr_ratios": [8, 4, 2, 1], "out_indices": (0, 1, 2, 3), "mlp_ratio": 4, "qkv_bias": True},
+        "decode_head": {"type": "SegformerHead", "in_channels": [32, 64, 160, 256], "in_index": [0, 1, 2, 3],
+                        "channels": 64, "num_classes": 2, "norm_cfg": {"type": "BN", "requires_grad": True}},
+    })
+    batch = make_batch(0, b=2, size=64)
+    out = model(model.normalize(batch["image"]))
+    assert out["mask_logits"].shape == (2, 1, 64, 64) and out["score_logits"] is None
+    total, parts = model.loss(out, batch)
+    total.backward()
+    assert set(parts) == {"bce", "dice"}
+
+
 if __name__ == "__main__":
     mode, folder = sys.argv[1], Path(sys.argv[2])
     if mode == "run":
