@@ -1,0 +1,835 @@
+"""`bench annotate`: turn a pairs corpus into masks with one mask generator, at corpus scale.
+
+    bench annotate --generator sigma --pairs CORPUS_FOLDER --out DIR           # a pairs-manifest folder
+    bench annotate --generator sigma --pairs 'hub/train-*.parquet' --out DIR   # parquet, streamed
+    torchrun --nproc-per-node 8 -m benchmarks.cli annotate ...                 # or N processes with RANK/WORLD_SIZE
+
+Outputs (DESIGN.md, "Annotation output"); every file is written to a temporary name, then renamed:
+
+    DIR/masks/<id>.png          the mask: 0/255 at threshold 0.5 (--soft: the soft mask as 0..255)
+    DIR/images/<id>.png         the edited image, for parquet sources (manifest sources keep their own files)
+    DIR/shards/rank{r}-{k:06d}.jsonl   the pairs rank r finished in its shard k, annotated or skipped
+    DIR/iml.json                IMDL-BenCo list [[edited image, mask], ...], paths relative to DIR
+    DIR/manifest.jsonl          the annotated pairs sorted by global index (for a manifest source: a
+                                pairs manifest with masks; for parquet: ``source`` = "file#row", no original)
+    DIR/skipped.jsonl           one line per skipped pair: index, id, reason, error
+    DIR/provenance.json         generator, weights hashes, config, counts, skips by reason, timings, versions
+    DIR/config.yaml             the resolved config;  DIR/run.json: source and generator this folder is for
+
+Order and sharding. Pairs have a global index ``i`` (manifest: the i-th non-empty line; parquet: the
+global row, files sorted). Rank ``r`` of ``W`` takes ``i % W == r``; DataLoader worker ``w`` of ``n``
+takes every n-th of those (``i % (W n) == r + W w``), in increasing order, and decodes it. A batch is a
+fixed window of ``batch_size`` consecutive pairs of one worker's sequence, so an interrupted and resumed
+run computes every mask in the same batch as an uninterrupted one (byte-identical masks).
+
+Resume. A shard file is renamed into ``shards/`` only after every file it lists is on disk, so after any
+interruption (SIGKILL included) the shard files say exactly what is done. The same command reads them,
+leaves the done indices out (workers jump over their done prefix without decoding it) and carries on; a
+mask written but never listed in a committed shard is redone. In-flight files live in ``DIR/tmp/``: a
+rank clears its own on start, and the final merge clears the folder.
+
+Bad pairs. With ``on_error=skip`` (the default for streams), a pair that cannot be read (missing file,
+corrupt image, bad manifest line, unreadable parquet row group) is logged, counted by reason and listed in
+its shard as done, so a resume does not retry it forever; ``--retry-skipped`` retries them once the files
+are fixed. An original whose size differs from the edited image is resized to it (warning) and an empty
+instruction is annotated normally; both are counted. Ids must be unique: pairs sharing an id are left out
+of iml.json and listed in skipped.jsonl as ``duplicate-id`` (their mask file is ambiguous).
+
+Merge. With a process group, ranks meet at a barrier and rank 0 merges; independent processes each leave
+a done marker and the last to finish merges. The merge reads only shard files (streamed, sorted by index),
+so it is idempotent and any process can run it: ``bench annotate --out DIR --merge-only``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import heapq
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import time
+from array import array
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.utils.data
+from PIL import Image
+
+from benchmarks.data.errors import DataError, SkipLog
+from benchmarks.data.manifest import MANIFEST, load_pair, manifest_path, parse_line
+from benchmarks.data.parquet import ParquetPairs, expand_files
+from benchmarks.generators.base import MaskGenerator
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sigma-bench/annotation-v1"
+SKIP = "_skip"
+THRESHOLD = 0.5  # the MaskGenerator contract: >= 0.5 reads as "edited"
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+class PairSource(Protocol):
+    """What the annotation loop streams from. ``iter_items`` yields, in increasing global index, one dict
+    per selected index < ``stop``: a pair (``index id original edited instruction original_resized edited_path
+    original_path source``, images uint8 HWC) or a skip marker (``index id _skip error``)."""
+
+    kind: str
+    edited_on_disk: bool  # False: the edited images are written to DIR/images so the IMDL-BenCo list can name them
+
+    def count(self, limit: int | None = None) -> int: ...
+    def describe(self) -> dict[str, Any]: ...
+    def check_same(self, recorded: dict[str, Any]) -> None: ...
+    def iter_items(self, residue: int, step: int, start: int, stop: int, on_error: str) -> Iterator[dict]: ...
+
+
+def _marker(index: int, item_id: str, reason: str, error: str) -> dict[str, Any]:
+    return {"index": index, "id": item_id, SKIP: reason, "error": error}
+
+
+def _sha256_head(path: Path, size: int) -> str:
+    h, left = hashlib.sha256(), size
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+class ManifestSource:
+    """A pairs-manifest folder, read line by line (never loaded whole)."""
+
+    kind = "manifest"
+    edited_on_disk = True
+
+    def __init__(self, folder: str | Path):
+        self.path = manifest_path(folder).resolve()
+        self.root = self.path.parent
+
+    def _lines(self) -> Iterator[tuple[int, int, str]]:
+        with open(self.path, encoding="utf-8") as fh:
+            index = 0
+            for lineno, line in enumerate(fh, start=1):
+                if line.strip():
+                    yield index, lineno, line
+                    index += 1
+
+    def count(self, limit: int | None = None) -> int:
+        n = 0
+        for _ in self._lines():
+            if limit is not None and n >= limit:
+                break
+            n += 1
+        return n
+
+    def describe(self) -> dict[str, Any]:
+        size = self.path.stat().st_size
+        return {"kind": self.kind, "path": str(self.path), "size": size, "sha256": _sha256_head(self.path, size)}
+
+    def check_same(self, recorded: dict[str, Any]) -> None:
+        # growing by appended lines is fine (indices of existing lines stay); anything else is not
+        size = int(recorded.get("size", -1))
+        if (recorded.get("kind") != self.kind or self.path.stat().st_size < size
+                or _sha256_head(self.path, size) != recorded.get("sha256")):
+            raise ValueError(f"{self.path}: this manifest changed since the output folder was started (only appending "
+                             "lines is allowed); annotate into a new --out folder")
+
+    def iter_items(self, residue: int, step: int, start: int, stop: int, on_error: str) -> Iterator[dict]:
+        for index, lineno, line in self._lines():
+            if index >= stop:
+                break
+            if index < start or index % step != residue:
+                continue
+            item_id = f"line-{lineno}"
+            try:
+                rec = parse_line(line, self.root, f"{self.path}:{lineno}")
+                item_id = rec.id
+                arrays = load_pair(replace(rec, mask=None))  # annotation never reads ground truth
+            except DataError as err:
+                if on_error == "raise":
+                    raise
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    item_id = str(json.loads(line).get("id", item_id))
+                yield _marker(index, item_id, err.reason, str(err))
+                continue
+            yield {"index": index, "id": rec.id, "original": arrays["original"], "edited": arrays["image"],
+                   "instruction": rec.instruction, "original_resized": arrays["original_resized"],
+                   "edited_path": rec.edited, "original_path": rec.original, "source": None}
+
+
+@dataclass
+class _Sink(SkipLog):
+    """Collects the reader's skips so the stream can turn each skipped row into a marker with its index."""
+
+    items: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def record(self, item_id: str, error: Exception) -> None:
+        self.items.append((item_id, getattr(error, "reason", type(error).__name__), str(error)))
+
+
+class ParquetSource:
+    """Hub-style parquet files, streamed by :class:`ParquetPairs` (mask columns are not read)."""
+
+    kind = "parquet"
+    edited_on_disk = False
+
+    def __init__(self, spec: str | Path):
+        self.files = [p.resolve() for p in expand_files(spec)]
+        self._counts: list[int] | None = None
+        self.file_errors: list[tuple[str, str, str]] = []
+
+    def _reader(self, on_error: str, sink: SkipLog) -> ParquetPairs:
+        return ParquetPairs(self.files, columns={"mask": None}, on_error=on_error, skip_log=sink)
+
+    @property
+    def row_counts(self) -> list[int]:
+        """Rows per file from the footers; an unreadable file counts 0 and is listed in ``file_errors``."""
+        if self._counts is None:
+            sink = _Sink()
+            self._counts = list(self._reader("skip", sink).row_counts)
+            self.file_errors = sink.items
+        return self._counts
+
+    def count(self, limit: int | None = None) -> int:
+        total = sum(self.row_counts)
+        return total if limit is None else min(total, limit)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "files": [[str(p), n] for p, n in zip(self.files, self.row_counts)]}
+
+    def check_same(self, recorded: dict[str, Any]) -> None:
+        if recorded.get("kind") != self.kind or recorded.get("files") != self.describe()["files"]:
+            raise ValueError("the parquet files (names or row counts) changed since the output folder was started; "
+                             "global row indices would no longer match the shards: annotate into a new --out folder")
+
+    def _default_id(self, index: int) -> str:
+        bounds = np.cumsum([0, *self.row_counts]).tolist()
+        f = bisect_right(bounds, index) - 1
+        return f"{self.files[f].stem}-{index - bounds[f]}"
+
+    def iter_items(self, residue: int, step: int, start: int, stop: int, on_error: str) -> Iterator[dict]:
+        sink = _Sink()
+        reader = self._reader(on_error, sink).shard(residue, step).resume(start)
+        file_ids = {str(p) for p in self.files}
+        expected = start + (residue - start) % step
+        rows = iter(reader)
+        while True:
+            row = next(rows, None)
+            upto = stop if row is None else min(row["row"], stop)
+            gap = list(range(expected, upto, step))
+            records = [r for r in sink.items if r[0] not in file_ids]  # file-level errors: reported by the merge
+            sink.items.clear()
+            yield from self._gap_markers(gap, records)
+            if row is None or row["row"] >= stop:
+                return
+            expected = row["row"] + step
+            yield {"index": row["row"], "id": row["id"], "original": row["original"], "edited": row["edited"],
+                   "instruction": row["instruction"], "original_resized": row["original_resized"],
+                   "edited_path": None, "original_path": None, "source": row["source"]}
+
+    def _gap_markers(self, gap: list[int], records: list[tuple[str, str, str]]) -> Iterator[dict]:
+        """Every selected row the reader did not return is a skip; pair them with the reader's records."""
+        if len(records) == len(gap):
+            for index, (item_id, reason, error) in zip(gap, records):
+                yield _marker(index, item_id, reason, error)
+            return
+        _, reason, error = records[-1] if records else ("", "unreadable", "row not returned by the parquet reader")
+        for index in gap:
+            yield _marker(index, self._default_id(index), reason, error)
+
+
+def open_source(spec: str | Path) -> ManifestSource | ParquetSource:
+    """A pairs-manifest folder (or its manifest.jsonl), else parquet files (a file, folder or glob)."""
+    path = Path(spec)
+    if (path.is_dir() and (path / MANIFEST).is_file()) or path.suffix == ".jsonl":
+        return ManifestSource(path)
+    try:
+        return ParquetSource(spec)
+    except DataError as exc:
+        raise DataError(f"{spec}: neither a pairs-manifest folder (with {MANIFEST}) nor parquet files ({exc})",
+                        path=spec, reason="missing") from exc
+
+
+# ---------------------------------------------------------------------------------------------- layout, files
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def file_stem(item_id: str) -> str:
+    """A file name for an id: the id itself when safe, else a cleaned id plus a short hash (stays unique)."""
+    stem = _UNSAFE.sub("_", item_id)[:120]
+    if stem != item_id or not stem or stem.startswith("."):
+        stem = f"{stem.lstrip('.')}-{hashlib.sha1(item_id.encode()).hexdigest()[:10]}"
+    return stem
+
+
+def _save_png(path: Path, array: np.ndarray, tmp_dir: Path) -> None:
+    tmp = tmp_dir / f"{path.parent.name}-{path.name}.tmp"
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=1)
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: several processes may write the same file
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _rel(path: Path, out: Path) -> str:
+    return Path(os.path.relpath(os.path.abspath(path), out)).as_posix()
+
+
+def _entry_index(line: str) -> int:
+    if line.startswith('{"index": '):  # shard lines are written index first: skip the JSON parser
+        return int(line[10:line.index(",", 10)])
+    return int(json.loads(line)["index"])
+
+
+def _is_skip_line(line: str) -> bool:
+    return '"skipped": ' in line  # a quote inside a string value is escaped, so this cannot match an instruction
+
+
+def read_done(out: Path, *, rank: int, world: int, retry_skipped: bool = False) -> np.ndarray:
+    """Sorted unique global indices of this rank's pairs listed in committed shards (any earlier world size)."""
+    done = array("q")
+    for path in sorted((out / "shards").glob("rank*-*.jsonl")):
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip() and not (retry_skipped and _is_skip_line(line)):
+                    i = _entry_index(line)
+                    if i % world == rank:
+                        done.append(i)
+    return np.unique(np.frombuffer(done, dtype=np.int64)) if len(done) else np.zeros(0, dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------- the stream
+
+
+class PairStream(torch.utils.data.IterableDataset):
+    """One rank's pairs as batches: windows of ``batch_size`` consecutive pairs of each worker's sequence,
+    done pairs left out, parquet edited images written to ``DIR/images``; images stay uint8 (padded)."""
+
+    def __init__(self, source: PairSource, out: Path, *, rank: int, world: int, batch_size: int, stop: int,
+                 done: np.ndarray, on_error: str = "skip", write_images: bool = False):
+        self.source, self.out, self.rank, self.world = source, out, rank, world
+        self.batch_size, self.stop, self.done, self.on_error = batch_size, stop, done, on_error
+        self.write_images = write_images
+        self.tmp = out / "tmp" / f"rank{rank}"
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        info = torch.utils.data.get_worker_info()
+        w, n = (0, 1) if info is None else (info.id, info.num_workers)
+        step, residue = self.world * n, self.rank + self.world * w
+        mine = self.done[self.done % step == residue]
+        positions = (mine - residue) // step
+        holes = np.nonzero(positions != np.arange(len(positions)))[0]
+        first = int(holes[0]) if len(holes) else len(positions)  # the done prefix is never read again
+        later, ptr = mine[first:], 0
+        window, buf = -1, []
+        for item in self.source.iter_items(residue, step, residue + first * step, self.stop, self.on_error):
+            i = item["index"]
+            while ptr < len(later) and later[ptr] < i:
+                ptr += 1
+            if ptr < len(later) and later[ptr] == i:
+                continue
+            win = (i - residue) // step // self.batch_size
+            if buf and win != window:
+                yield self._collate(buf)
+                buf = []
+            window = win
+            buf.append(self._prepare(item))
+        if buf:
+            yield self._collate(buf)
+
+    def _prepare(self, item: dict[str, Any]) -> dict[str, Any]:
+        if SKIP in item:
+            return item
+        stem = file_stem(item["id"])
+        edited_path = item["edited_path"]
+        if edited_path is None and self.write_images:
+            edited_path = self.out / "images" / f"{stem}.png"
+            _save_png(edited_path, item["edited"], self.tmp)
+        entry = {"index": item["index"], "id": item["id"], "mask": f"masks/{stem}.png",
+                 "edited": _rel(edited_path, self.out) if edited_path is not None else None,
+                 "original": _rel(item["original_path"], self.out) if item["original_path"] is not None else None,
+                 "source": item["source"], "instruction": item["instruction"],
+                 "original_resized": bool(item["original_resized"])}
+        return {"entry": entry, "original": torch.from_numpy(item["original"]).permute(2, 0, 1),
+                "edited": torch.from_numpy(item["edited"]).permute(2, 0, 1)}
+
+    @staticmethod
+    def _collate(buf: list[dict[str, Any]]) -> dict[str, Any]:
+        pairs = [b for b in buf if SKIP not in b]
+        batch: dict[str, Any] = {"skipped": [b for b in buf if SKIP in b], "entry": [p["entry"] for p in pairs],
+                                 "hw": [tuple(p["edited"].shape[-2:]) for p in pairs]}
+        if pairs:
+            h, w = max(s[0] for s in batch["hw"]), max(s[1] for s in batch["hw"])
+            for key in ("original", "edited"):
+                out = torch.zeros(len(pairs), 3, h, w, dtype=torch.uint8)
+                for k, p in enumerate(pairs):
+                    out[k, :, : p[key].shape[1], : p[key].shape[2]] = p[key]
+                batch[key] = out
+        return batch
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class AnnotateOptions:
+    batch_size: int = 16
+    shard_size: int = 1000
+    num_workers: int = 2
+    on_error: str = "skip"
+    soft: bool = False
+    limit: int | None = None
+    compile: bool = False
+    retry_skipped: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error={self.on_error!r}; use 'skip' or 'raise'")
+        if self.batch_size < 1 or self.shard_size < 1 or self.num_workers < 0 or (self.limit is not None
+                                                                                 and self.limit < 0):
+            raise ValueError(f"need batch_size >= 1, shard_size >= 1, num_workers >= 0, limit >= 0; got {self}")
+
+
+def _ranks_count(n: int, rank: int, world: int) -> int:
+    return max(0, (n - rank + world - 1) // world)
+
+
+def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, options: AnnotateOptions, *,
+             rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
+             on_batch: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Annotate this rank's share of ``source`` into ``out`` (resuming), shard by shard. Returns session stats."""
+    out = Path(out).resolve()
+    device = torch.device(device)
+    tmp = out / "tmp" / f"rank{rank}"
+    shutil.rmtree(tmp, ignore_errors=True)  # this rank's in-flight files from an interrupted run
+    for sub in (tmp, out / "masks", out / "shards", out / "state"):
+        sub.mkdir(parents=True, exist_ok=True)
+    (out / "state" / f"done-w{world}-r{rank}.json").unlink(missing_ok=True)
+    write_images = not source.edited_on_disk
+    if write_images:
+        (out / "images").mkdir(exist_ok=True)
+    stop = source.count(options.limit)
+    done = read_done(out, rank=rank, world=world, retry_skipped=options.retry_skipped)
+    remaining = _ranks_count(stop, rank, world) - int((done < stop).sum())
+    ks = [int(p.stem.split("-")[1]) for p in (out / "shards").glob(f"rank{rank}-*.jsonl")]
+    shard_k = max(ks, default=-1) + 1
+    stream = PairStream(source, out, rank=rank, world=world, batch_size=options.batch_size, stop=stop, done=done,
+                        on_error=options.on_error, write_images=write_images)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=options.num_workers,
+                                         collate_fn=_identity, pin_memory=device.type == "cuda",
+                                         prefetch_factor=4 if options.num_workers else None)
+    if options.compile:
+        generator.forward = torch.compile(generator.forward, dynamic=True)  # type: ignore[method-assign]
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    stats = Counter()
+    timing = Counter()
+    entries: list[dict[str, Any]] = []
+    pending: list[Future] = []
+    started, t0 = time.time(), time.perf_counter()
+    batches = iter(loader)  # start (fork) the workers before any thread exists in this process
+    from tqdm import tqdm
+
+    bar = tqdm(total=max(remaining, 0), unit="pair", desc=f"annotate {generator.info.name} [rank {rank}/{world}]",
+               disable=not (options.progress and rank == 0), dynamic_ncols=True, mininterval=1.0)
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="annotate-write")
+
+    def commit() -> None:
+        nonlocal shard_k
+        t = time.perf_counter()
+        for f in pending:
+            f.result()  # every listed file is on disk before the shard names it
+        pending.clear()
+        timing["write_wait_s"] += time.perf_counter() - t
+        if not entries:
+            return
+        entries.sort(key=lambda e: e["index"])
+        path = tmp / f"shard-{shard_k:06d}.tmp"
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+        os.replace(path, out / "shards" / f"rank{rank}-{shard_k:06d}.jsonl")
+        shard_k += 1
+        stats["shards"] += 1
+        entries.clear()
+
+    try:
+        while True:
+            t = time.perf_counter()
+            batch = next(batches, None)
+            timing["data_wait_s"] += time.perf_counter() - t
+            if batch is None:
+                break
+            for m in batch["skipped"]:
+                log.warning("skipped %s (%s): %s", m["id"], m[SKIP], m["error"])
+                entries.append({"index": m["index"], "id": m["id"], "skipped": m[SKIP], "error": m["error"]})
+                stats["skipped"] += 1
+            t = time.perf_counter()
+            groups: dict[tuple[int, int], list[int]] = {}
+            for k, hw in enumerate(batch["hw"]):
+                groups.setdefault(hw, []).append(k)
+            for (h, w), members in groups.items():  # one call per size: the generator never sees padding
+                sel = torch.tensor(members)
+                orig = batch["original"][sel, :, :h, :w].to(device, non_blocking=True).float().div_(255.0)
+                edit = batch["edited"][sel, :, :h, :w].to(device, non_blocking=True).float().div_(255.0)
+                with autocast:
+                    prob = generator.generate(orig, edit, [batch["entry"][k]["instruction"] for k in members]).float()
+                masks = ((prob * 255.0).round() if options.soft else (prob >= THRESHOLD).float() * 255.0)
+                masks = masks.to(torch.uint8).cpu().numpy()
+                for j, k in enumerate(members):
+                    entry = batch["entry"][k]
+                    pending.append(pool.submit(_save_png, out / entry["mask"], masks[j, 0], tmp))
+                    entries.append(entry)
+            timing["model_s"] += time.perf_counter() - t
+            n = len(batch["entry"])
+            stats["annotated"] += n
+            if len(pending) > 4 * options.batch_size:  # bound the masks held in memory
+                for f in pending[: len(pending) // 2]:
+                    f.result()
+                del pending[: len(pending) // 2]
+            if len(entries) >= options.shard_size:
+                commit()
+            bar.update(n + len(batch["skipped"]))
+            if stats["skipped"]:
+                bar.set_postfix(skipped=stats["skipped"], refresh=False)
+            if on_batch is not None:
+                on_batch(stats["annotated"] + stats["skipped"])
+        commit()
+    finally:
+        pool.shutdown(wait=True)
+        bar.close()
+    seconds = time.perf_counter() - t0
+    processed = stats["annotated"] + stats["skipped"]
+    session = {"rank": rank, "world": world, "device": str(device), "host": platform.node(), "pid": os.getpid(),
+               "started": round(started, 3), "seconds": round(seconds, 3), "annotated": stats["annotated"],
+               "skipped": stats["skipped"], "shards": stats["shards"], "batch_size": options.batch_size,
+               "num_workers": options.num_workers, "pairs_per_s": round(processed / seconds, 2) if seconds else None,
+               **{k: round(v, 3) for k, v in timing.items()}}
+    _write_text(out / "state" / f"session-rank{rank}-{int(started * 1000)}-{os.getpid()}.json", json.dumps(session))
+    return session
+
+
+# ---------------------------------------------------------------------------------------------- merge
+
+
+def _shard_lines(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield line
+
+
+def merged_entries(out: Path) -> Iterator[dict[str, Any]]:
+    """Every committed shard entry, sorted by global index, one per index (an annotated entry wins over a
+    skipped one). Streams: files are opened only when their first index comes up."""
+    firsts = []
+    for path in (out / "shards").glob("rank*-*.jsonl"):
+        with open(path, encoding="utf-8") as fh:
+            line = fh.readline()
+        if line.strip():
+            firsts.append((_entry_index(line), path.name, path))
+    firsts.sort()
+    heap: list[tuple[int, int, str, Iterator[str]]] = []
+    seq, nxt = 0, 0
+
+    def push(lines: Iterator[str]) -> None:
+        nonlocal seq
+        line = next(lines, None)
+        if line is not None:
+            heapq.heappush(heap, (_entry_index(line), seq, line, lines))
+            seq += 1
+
+    def pop() -> tuple[int, str]:
+        nonlocal nxt
+        while nxt < len(firsts) and (not heap or firsts[nxt][0] <= heap[0][0]):
+            push(_shard_lines(firsts[nxt][2]))
+            nxt += 1
+        index, _, line, lines = heapq.heappop(heap)
+        push(lines)
+        return index, line
+
+    current: tuple[int, str] | None = None
+    while heap or nxt < len(firsts):
+        index, line = pop()
+        if current is not None and current[0] == index:
+            if _is_skip_line(current[1]) and not _is_skip_line(line):
+                current = (index, line)
+            continue
+        if current is not None:
+            yield json.loads(current[1])
+        current = (index, line)
+    if current is not None:
+        yield json.loads(current[1])
+
+
+def _id_hash(item_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "little")
+
+
+def _duplicate_ids(out: Path) -> set[str]:
+    hashes = array("Q", (_id_hash(e["id"]) for e in merged_entries(out) if "skipped" not in e))
+    values, counts = np.unique(np.frombuffer(hashes, dtype=np.uint64), return_counts=True) if hashes else ([], [])
+    dup_hashes = {int(v) for v, c in zip(values, counts) if c > 1}
+    if not dup_hashes:
+        return set()
+    seen = Counter(e["id"] for e in merged_entries(out) if "skipped" not in e and _id_hash(e["id"]) in dup_hashes)
+    return {i for i, c in seen.items() if c > 1}
+
+
+def _union_seconds(sessions: list[dict[str, Any]]) -> float:
+    spans = sorted((s["started"], s["started"] + s["seconds"]) for s in sessions)
+    total, end = 0.0, float("-inf")
+    for a, b in spans:
+        total += max(0.0, b - max(a, end))
+        end = max(end, b)
+    return total
+
+
+def software_versions() -> dict[str, str]:
+    import numpy
+    import PIL
+    import pyarrow
+
+    from benchmarks import __version__
+
+    versions = {"sigma-bench": __version__, "python": platform.python_version(), "torch": torch.__version__,
+                "numpy": numpy.__version__, "pillow": PIL.__version__, "pyarrow": pyarrow.__version__,
+                "platform": platform.platform()}
+    if torch.cuda.is_available():
+        versions.update(cuda=str(torch.version.cuda), gpu=torch.cuda.get_device_name(0))
+    return versions
+
+
+def merge(out: str | Path, source: PairSource | None = None, limit: int | None = None) -> dict[str, Any]:
+    """Build iml.json, manifest.jsonl, skipped.jsonl and provenance.json from the committed shards.
+
+    Idempotent (reads only shards and state, writes by rename). ``complete`` is true when every global
+    index below the source's count (or ``limit``) is listed; only then are stale temporary files removed.
+    """
+    out = Path(out).resolve()
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    source = source if source is not None else open_source(run["pairs"])
+    expected = source.count(limit)
+    dups = _duplicate_ids(out)
+    counts = Counter()
+    skipped_by = Counter()
+    covered = 0
+    pid = os.getpid()
+    paths = {name: out / name for name in ("manifest.jsonl", "iml.json", "skipped.jsonl")}
+    tmps = {name: p.with_name(f".{p.name}.{pid}.tmp") for name, p in paths.items()}
+    with contextlib.ExitStack() as stack:
+        man, iml, skipped = (stack.enter_context(open(tmps[name], "w", encoding="utf-8")) for name in paths)
+        iml.write("[")
+        for item_id, reason, error in getattr(source, "file_errors", []):
+            skipped.write(json.dumps({"index": None, "id": item_id, "reason": reason, "error": error}) + "\n")
+            counts["unreadable_files"] += 1
+        for e in merged_entries(out):
+            covered += e["index"] < expected
+            if "skipped" not in e and e["id"] in dups:
+                e = {"index": e["index"], "id": e["id"], "skipped": "duplicate-id",
+                     "error": f"id {e['id']!r} is used by more than one pair; its mask file is ambiguous"}
+            if "skipped" in e:
+                skipped_by[e["skipped"]] += 1
+                skipped.write(json.dumps({"index": e["index"], "id": e["id"], "reason": e["skipped"],
+                                          "error": e["error"]}, ensure_ascii=False) + "\n")
+                continue
+            counts["annotated"] += 1
+            counts["original_resized"] += bool(e.get("original_resized"))
+            counts["empty_instruction"] += not str(e.get("instruction", "")).strip()
+            row = {"id": e["id"], "index": e["index"], "original": e.get("original"), "edited": e["edited"],
+                   "instruction": e["instruction"], "mask": e["mask"], "source": e.get("source"),
+                   "original_resized": e.get("original_resized", False)}
+            man.write(json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False) + "\n")
+            iml.write(("\n" if counts["annotated"] == 1 else ",\n") + json.dumps([e["edited"], e["mask"]],
+                                                                                ensure_ascii=False))
+        iml.write("\n]\n")
+    for name, p in paths.items():
+        os.replace(tmps[name], p)
+    sessions = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "state").glob("session-*.json"))]
+    wall = _union_seconds(sessions)
+    processed = sum(s["annotated"] + s["skipped"] for s in sessions)
+    complete = covered == expected
+    provenance = {
+        "format": FORMAT, "complete": complete, "generator": run["generator"], "source": run["source"],
+        "pairs": run["pairs"], "mask": run["mask"],
+        "counts": {"pairs": expected, "listed": covered, "missing": expected - covered, "annotated": counts["annotated"],
+                   "skipped": sum(skipped_by.values()), "skipped_by_reason": dict(sorted(skipped_by.items())),
+                   "original_resized": counts["original_resized"], "empty_instruction": counts["empty_instruction"],
+                   "duplicate_ids": len(dups), "unreadable_files": counts["unreadable_files"]},
+        "timing": {"wall_s": round(wall, 3), "pairs_processed": processed,
+                   "pairs_per_s": round(processed / wall, 2) if wall else None, "sessions": sessions},
+        "outputs": {"iml": "iml.json", "manifest": "manifest.jsonl", "skipped": "skipped.jsonl", "masks": "masks/",
+                    "config": "config.yaml"},
+        "config": run.get("config"), "software": software_versions(), "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    _write_text(out / "provenance.json", json.dumps(provenance, indent=2, ensure_ascii=False) + "\n")
+    if complete:
+        shutil.rmtree(out / "tmp", ignore_errors=True)
+        for stale in out.glob(".*.tmp"):  # a killed merge's files; live ones are younger
+            if time.time() - stale.stat().st_mtime > 600:
+                stale.unlink(missing_ok=True)
+    else:
+        log.warning("%s: %d of %d pairs are not annotated yet; run the same command again to finish", out,
+                    expected - covered, expected)
+    return provenance
+
+
+# ---------------------------------------------------------------------------------------------- run folder
+
+
+def generator_record(generator: MaskGenerator, gen_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Name, info, config and the SHA-256 of every weights file the config points to."""
+    files = {}
+    for key, value in gen_cfg.items():
+        if isinstance(value, str) and value and Path(value).is_file():
+            h = hashlib.sha256()
+            with open(value, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            files[key] = {"path": str(Path(value).resolve()), "sha256": h.hexdigest()}
+    return {**asdict(generator.info), "config": gen_cfg, "weights_files": files}
+
+
+def prepare_output(out: Path, pairs: str, source: PairSource, record: dict[str, Any], mask: str,
+                   config: dict[str, Any] | None = None) -> None:
+    """Create ``out/run.json`` or check that it describes the same source, generator and mask mode."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "run.json"
+    if path.is_file():
+        have = json.loads(path.read_text(encoding="utf-8"))
+        source.check_same(have["source"])
+        for key, want in (("generator", {k: record[k] for k in ("name", "config", "weights_files")}), ("mask", mask)):
+            got = have[key] if key == "mask" else {k: have[key][k] for k in ("name", "config", "weights_files")}
+            if got != want:
+                raise ValueError(f"{out} holds masks made with {key} {got}, not {want}; resume with the same "
+                                 "settings or annotate into a new --out folder")
+        return
+    run = {"format": FORMAT, "pairs": str(pairs), "source": source.describe(), "generator": record, "mask": mask,
+           "config": config}
+    _write_text(path, json.dumps(run, indent=2, ensure_ascii=False) + "\n")
+
+
+def rank_world() -> tuple[int, int, bool]:
+    """(rank, world size, process group?) from an initialised group, else RANK / WORLD_SIZE (torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), True
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE")
+    return rank, world, False
+
+
+def finish(out: Path, source: PairSource, *, rank: int, world: int, group: bool,
+           limit: int | None) -> dict[str, Any] | None:
+    """Mark this rank done; merge if this process is rank 0 after a barrier, or the last rank to finish."""
+    expected = source.count(limit)
+    _write_text(out / "state" / f"done-w{world}-r{rank}.json",
+                json.dumps({"rank": rank, "world": world, "pairs": expected}))
+    if group:
+        import torch.distributed as dist
+
+        dist.barrier()
+        return merge(out, source, limit) if rank == 0 else None
+    for r in range(world):
+        marker = out / "state" / f"done-w{world}-r{r}.json"
+        if not marker.is_file() or json.loads(marker.read_text(encoding="utf-8"))["pairs"] != expected:
+            log.info("rank %d done; rank %d is still running (the last rank to finish merges)", rank, r)
+            return None
+    return merge(out, source, limit)
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+
+def annotate_command(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from benchmarks.config import check_option, compose, save_resolved
+    from benchmarks.runners.eval_generators import generator_from_config, resolve_device
+
+    check_option("profile", args.profile)
+    if args.merge_only and args.out:
+        out = Path(args.out)
+        if not (out / "run.json").is_file():
+            raise FileNotFoundError(f"{out}: no run.json here; --merge-only needs a folder `bench annotate` wrote")
+        prov = merge(out, open_source(args.pairs) if args.pairs else None, args.limit)
+        _print_summary(out, prov)
+        return 0
+    name = check_option("generator", args.generator)
+    overrides = [f"profile={args.profile}", f"generator={name}", *args.overrides]
+    cfg = compose(overrides, command="annotate")
+    rank, world, group = rank_world()
+    pairs = args.pairs
+    if pairs is None:
+        from benchmarks.runners.data import ensure_suite
+
+        pairs = str(ensure_suite(cfg) / "corpus")
+        log.info("no --pairs: annotating the synthetic suite's editing corpus %s", pairs)
+    out = Path(args.out or Path(cfg.paths.runs) / "annotate" / f"{name}-{Path(pairs).name or 'pairs'}").resolve()
+    options = AnnotateOptions(
+        batch_size=args.batch_size or int(cfg.profile.batch_size), shard_size=args.shard_size,
+        num_workers=int(cfg.profile.num_workers) if args.num_workers is None else args.num_workers,
+        on_error=args.on_error, soft=args.soft, limit=args.limit, compile=args.compile,
+        retry_skipped=args.retry_skipped)
+    source = open_source(pairs)
+    if args.merge_only:
+        prov = merge(out, source, args.limit)
+        _print_summary(out, prov)
+        return 0
+    OmegaConf.update(cfg, "annotate", {"pairs": str(pairs), "out": str(out), **asdict(options)}, force_add=True)
+    generator = generator_from_config(cfg)
+    if generator.needs_truth:
+        raise ValueError(f"generator {name!r} needs ground-truth masks; annotation is for unlabelled corpora")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1 and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    generator = generator.to(device).eval()
+    gen_cfg = OmegaConf.to_container(cfg.generator, resolve=True)
+    prepare_output(out, os.path.abspath(pairs), source, generator_record(generator, gen_cfg), "soft" if options.soft else "binary",
+                   OmegaConf.to_container(cfg, resolve=True))
+    if rank == 0:
+        save_resolved(cfg, out)
+    session = annotate(generator, source, out, options, rank=rank, world=world, device=device)
+    log.info("rank %d/%d: %d annotated, %d skipped in %.1f s (%s pairs/s)", rank, world, session["annotated"],
+             session["skipped"], session["seconds"], session["pairs_per_s"])
+    prov = finish(out, source, rank=rank, world=world, group=group, limit=args.limit)
+    if prov is None:
+        print(f"bench annotate: rank {rank}/{world} finished its pairs; the last rank to finish merges into {out}")
+        return 0
+    _print_summary(out, prov)
+    return 0
+
+
+def _print_summary(out: Path, prov: dict[str, Any]) -> None:
+    c = prov["counts"]
+    skipped = ", ".join(f"{k} {v}" for k, v in c["skipped_by_reason"].items()) or "none"
+    todo = "" if prov["complete"] else f", {c['missing']} still to do"
+    print(f"bench annotate: {c['annotated']} of {c['pairs']} pairs annotated, {c['skipped']} skipped ({skipped}), "
+          f"{c['original_resized']} originals resized, {c['empty_instruction']} empty instructions{todo}; "
+          f"{prov['timing']['pairs_per_s']} pairs/s")
+    print(f"{out / 'iml.json'}\n{out / 'provenance.json'}")
