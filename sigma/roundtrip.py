@@ -50,9 +50,17 @@ class StandInAE(nn.Module):
         return y[..., :h, :w]
 
     @torch.no_grad()
-    def roundtrip(self, x: torch.Tensor) -> torch.Tensor:
+    def roundtrip(self, x: torch.Tensor, generator: torch.Generator | None = None, latent_noise: float = 0.0) -> torch.Tensor:
+        """Encode, optionally perturb the latent (a diffusion editor regenerates its latent rather than
+        decoding the exact encoding, which redraws fine texture), decode."""
         self.eval()
-        return self(x).clamp(0, 1)
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 8, (-w) % 8
+        z = self.encoder(F.pad(x * 2 - 1, (0, pw, 0, ph), mode="reflect"))
+        if latent_noise > 0:
+            noise = torch.randn(z.shape, generator=generator).to(z.device)
+            z = z + latent_noise * z.std(dim=(2, 3), keepdim=True) * noise
+        return ((self.decoder(z) + 1) / 2)[..., :h, :w].clamp(0, 1)
 
 
 def train_standin(batches: Callable[[int], torch.Tensor], steps: int, device: torch.device, lr: float = 2e-3,
@@ -100,9 +108,10 @@ class DiffusersVAE(nn.Module):
 
 
 def editor_roundtrip(images: torch.Tensor, autoencoder: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-                     shift: float = 0.5, jpeg: tuple[int, int] = (75, 95)) -> torch.Tensor:
-    """What an editor hands back for `images` (B,3,H,W) in [0,1]: the autoencoder round trip, then the
-    generic steps of a saving pipeline: a sub-pixel resampling offset and JPEG re-encoding."""
+                     shift: float = 0.5, jpeg: tuple[int, int] = (75, 95), tone: float = 0.0) -> torch.Tensor:
+    """What an editor hands back for `images` (B,3,H,W) in [0,1]: the autoencoder round trip, a small global
+    tone/colour drift (per-channel gain and gamma of spread `tone`, as diffusion sampling shifts colours),
+    then the generic steps of a saving pipeline: a sub-pixel resampling offset and JPEG re-encoding."""
     import io
 
     import numpy as np
@@ -110,6 +119,10 @@ def editor_roundtrip(images: torch.Tensor, autoencoder: Callable[[torch.Tensor],
 
     out = autoencoder(images).float().clamp(0, 1)
     b, _, h, w = out.shape
+    if tone > 0:
+        gain = 1 + tone * torch.randn(b, 3, 1, 1, generator=generator).to(out.device)
+        gamma = torch.exp(tone * torch.randn(b, 1, 1, 1, generator=generator)).to(out.device)
+        out = (out.clamp_min(1e-6) ** gamma * gain).clamp(0, 1)
     offsets = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1

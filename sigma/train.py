@@ -46,6 +46,7 @@ class StageConfig:
     # Stage II parts (ignored in Stage I)
     calibration: bool = True          # supervised round-trip pairs (edit + noise, and noise only)
     self_training: bool = True        # EMA teacher pseudo-labels on the unlabelled corpus
+    self_training_start: float = 0.3  # burn-in: the teacher is taken from the calibrated student at this fraction
     disentangle: bool = True          # edit vs round-trip-noise embedding separation
     ema_decay: float = 0.99
     confident_hi: float = 0.8
@@ -181,14 +182,16 @@ class SigmaTrainer:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps))
         start = self._resume(stage, opt, sched)
-        if stage == 2 and self.teacher is None and cfg.self_training:
-            self.teacher = copy.deepcopy(self.net).eval()
         t0 = time.perf_counter()
         bar = tqdm(range(start, cfg.steps), desc=f"SIGMA stage {stage}", disable=not self.progress, initial=start,
                    total=cfg.steps)
         running: dict[str, float] = {}
         for step in bar:
             self.net.train()
+            if stage == 2 and cfg.self_training and self.teacher is None and step >= int(cfg.self_training_start * cfg.steps):
+                # a teacher straight from Stage I would flag the editor's noise as edits and teach it back:
+                # it starts from the student after calibration has burned in
+                self.teacher = copy.deepcopy(self.net).eval()
             loss, parts = step_fn(step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -241,7 +244,7 @@ class SigmaTrainer:
                 d = disentangle_loss(out["embed"], (edit > 0.5).float(), (edit == 0).float() * noisy)
                 loss = loss + cfg.disentangle_weight * d
                 parts["disentangle"] = float(d.detach())
-            if cfg.self_training:
+            if cfg.self_training and self.teacher is not None:
                 corpus = self._move(corpus_at(step))
                 with torch.no_grad():
                     teacher_prob = torch.sigmoid(self.forward(self.teacher, corpus)["mask_logits"].float())

@@ -289,3 +289,27 @@ def test_sources_and_names(tmp_path, corpus):
     assert "/" not in odd and odd.startswith("a_b_c-") and odd != file_stem("a_b c")
     with pytest.raises(FileNotFoundError):
         merge(tmp_path / "nothing")
+
+
+def test_mixed_sizes_share_a_batch_without_padding_effects(tmp_path):
+    import torch
+
+    from benchmarks.generators.base import create_generator
+
+    corpus = write_pairs(tmp_path / "mixed", n=3)
+    original, edited = (np.array(Image.fromarray(a).resize((40, 24))) for a in pair_images(7))
+    Image.fromarray(original).save(corpus / "original" / "0001.png")
+    Image.fromarray(edited).save(corpus / "edited" / "0001.png")
+    for mode in ("binary", "soft"):
+        out = tmp_path / mode
+        assert main(["annotate", "--generator", "pixel_diff", "--batch-size", "4", "--num-workers", "0",
+                     "--pairs", str(corpus), "--out", str(out), *(["--soft"] if mode == "soft" else [])]) == 0
+        mask = np.asarray(Image.open(out / "masks" / "p0001.png"))
+        assert mask.shape == (24, 40)  # cropped back to the pair's own size
+        alone = create_generator("pixel_diff").generate(
+            torch.from_numpy(original).permute(2, 0, 1)[None].float() / 255,
+            torch.from_numpy(edited).permute(2, 0, 1)[None].float() / 255)[0, 0]
+        want = (alone * 255).round() if mode == "soft" else (alone >= 0.5).float() * 255
+        assert np.array_equal(mask, want.to(torch.uint8).numpy())  # the same mask as on its own: no padding seen
+        levels = np.unique(np.asarray(Image.open(out / "masks" / "p0000.png")))
+        assert (len(levels) > 2) == (mode == "soft")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.runners.annotate import AnnotateOptions, annotate, open_source
+from benchmarks.runners.annotate import AnnotateOptions, annotate, open_source, set_cpu_threads
 
 
 class SyntheticSource:
@@ -82,23 +82,36 @@ def rss_mb(pid: int | str = "self") -> float:
     return float("nan")
 
 
-def children_rss_mb() -> float:
-    total = 0.0
+def children_rss_mb() -> tuple[float, int]:
+    """Summed RSS of this process's live children (the DataLoader workers) and how many there are."""
+    total, count = 0.0, 0
     with contextlib.suppress(OSError):
         for task in os.listdir("/proc/self/task"):
             with open(f"/proc/self/task/{task}/children") as fh:
                 for pid in fh.read().split():
                     with contextlib.suppress(OSError):
-                        total += rss_mb(pid)
-    return total
+                        value = rss_mb(pid)
+                        if value == value:  # a zombie has no VmRSS
+                            total, count = total + value, count + 1
+    return total, count
 
 
-def build_generator(name: str, device: torch.device, overrides: list[str]):
+def build_generator(name: str, device: torch.device, overrides: list[str], random_heads: bool = False):
+    from omegaconf import OmegaConf
+
     from benchmarks.config import compose
     from benchmarks.runners.eval_generators import generator_from_config
 
-    generator = generator_from_config(compose([*overrides, f"generator={name}"]))
-    return generator.to(device).eval()
+    cfg = compose([*overrides, f"generator={name}"])
+    if random_heads:  # speed does not depend on the weights: SIGMA's heads, randomly initialised, no training
+        from sigma.annotator import save_checkpoint
+        from sigma.model import SigmaConfig, SigmaNet
+
+        net = SigmaNet(SigmaConfig.from_dict(OmegaConf.to_container(cfg.generator.model, resolve=True)))
+        path = Path(tempfile.mkdtemp(prefix="annotate-speed-")) / "random-heads.pt"
+        save_checkpoint(path, net, {})
+        cfg = compose([*overrides, f"generator={name}", f"generator.checkpoint={path}"])
+    return generator_from_config(cfg).to(device).eval()
 
 
 def _sync(device: torch.device) -> None:
@@ -159,7 +172,7 @@ def backbone_only(generator, size: int, batch_size: int, n: int, device: torch.d
 
 
 def speed(args: argparse.Namespace, device: torch.device) -> None:
-    generator = build_generator(args.generator, device, args.overrides)
+    generator = build_generator(args.generator, device, args.overrides, args.random_heads)
     source = open_source(args.pairs) if args.pairs else SyntheticSource(args.n, args.size)
     options = AnnotateOptions(batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
                               compile=args.compile, progress=False, limit=args.n if args.pairs else None)
@@ -178,29 +191,35 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
 
 
 def rss(args: argparse.Namespace, device: torch.device) -> None:
-    generator = build_generator(args.generator, device, args.overrides)
+    generator = build_generator(args.generator, device, args.overrides, args.random_heads)
     source = SyntheticSource(args.rss_n, args.rss_size)
     options = AnnotateOptions(batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
                               progress=False)
-    samples: dict[int, tuple[float, float]] = {}
+    samples: dict[int, float] = {}
+    workers: dict[int, float] = {}  # pairs done -> mean RSS per live worker (workers exit one by one at the end)
     checkpoints = [args.rss_first, args.rss_n]
 
     def on_batch(n: int) -> None:
         while checkpoints and n >= checkpoints[0]:
-            samples[checkpoints.pop(0)] = (rss_mb(), children_rss_mb())
+            samples[checkpoints.pop(0)] = rss_mb()
+        if n >= args.rss_first:
+            total, count = children_rss_mb()
+            if count:
+                workers[n] = total / count
 
     with tempfile.TemporaryDirectory(prefix="annotate-rss-") as out:
         t = time.perf_counter()
         annotate(generator, source, out, options, device=device, on_batch=on_batch)
         seconds = time.perf_counter() - t
-    (a, wa), (b, wb) = samples[args.rss_first], samples[args.rss_n]
+    a, b = samples[args.rss_first], samples[args.rss_n]
     print(f"RSS streaming {args.rss_n} pairs of {args.rss_size}x{args.rss_size} ({args.generator}, batch "
           f"{args.batch_size}, {args.num_workers} workers, {seconds:.1f} s, {args.rss_n / seconds:.0f} pairs/s)")
-    print(f"main process  {a:7.1f} MiB at {args.rss_first}   {b:7.1f} MiB at {args.rss_n}   ratio {b / a:.3f} "
+    print(f"main process  {a:7.1f} MiB at {args.rss_first:>6}   {b:7.1f} MiB at {args.rss_n:>6}   ratio {b / a:.3f} "
           f"({'within' if abs(b / a - 1) <= 0.10 else 'OUTSIDE'} +-10 %)")
-    if wa or wb:
-        print(f"workers       {wa:7.1f} MiB at {args.rss_first}   {wb:7.1f} MiB at {args.rss_n}   ratio "
-              f"{wb / wa:.3f}")
+    if workers:
+        (n0, w0), (n1, w1) = min(workers.items()), max(workers.items())
+        print(f"per worker    {w0:7.1f} MiB at {n0:>6}   {w1:7.1f} MiB at {n1:>6}   ratio {w1 / w0:.3f} "
+              f"({'within' if abs(w1 / w0 - 1) <= 0.10 else 'OUTSIDE'} +-10 %)")
 
 
 def main() -> None:
@@ -214,6 +233,11 @@ def main() -> None:
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator in the annotate loop")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads of the main process (default: as `bench annotate` sets them "
+                             "on CPU: one core left per decode worker)")
+    parser.add_argument("--random-heads", action="store_true",
+                        help="sigma / grounding_only: randomly initialised heads instead of a trained checkpoint")
     parser.add_argument("--rss", action="store_true", help="measure RSS over a long stream instead of speed")
     parser.add_argument("--rss-n", type=int, default=10_000, help="pairs streamed in the RSS run")
     parser.add_argument("--rss-first", type=int, default=1_000, help="first RSS sample after this many pairs")
@@ -221,6 +245,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides for the generator config")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    elif device.type == "cpu":
+        set_cpu_threads(args.num_workers)
     (rss if args.rss else speed)(args, device)
 
 

@@ -11,14 +11,16 @@ from benchmarks.runners.data import ensure_suite
 
 log = logging.getLogger(__name__)
 
-# (stage, issue that lands it); None = available now
+# The end-to-end orchestration (annotate the corpus with each generator -> train each detector on those
+# masks -> test -> leaderboards and figures) lands with the `bench run` issue; its stages exist as commands.
 STAGES = [
-    ("synthetic suite (bench data synth)", None),
-    ("train / load the generator (bench train-sigma)", "the issue 'SIGMA annotator'"),
-    ("annotate the editing corpus (bench annotate)", "the issue 'Annotation at corpus scale'"),
-    ("train each detector on the masks (bench train-detector)", "the issue 'Detector zoo'"),
-    ("test detectors on the test datasets (bench eval-detector)", "the issue 'Detector zoo'"),
-    ("leaderboards and figures (bench leaderboard, bench plots)", "the issue '`bench run`'"),
+    ("synthetic suite", "bench data synth", None),
+    ("SIGMA heads (train on first use, or the committed checkpoint)", "bench train-sigma", None),
+    ("annotate the editing corpus with the generator", "bench annotate", None),
+    ("train each detector on the generator's masks", "bench train-detector", None),
+    ("test detectors on the five test datasets", "bench eval-detector", None),
+    ("chain the stages per (generator, detector) cell, skip finished cells, leaderboards and figures",
+     "bench run / bench leaderboard / bench plots", "the issue '`bench run`: the downstream comparison end to end'"),
 ]
 
 
@@ -30,7 +32,10 @@ def run_command(args: argparse.Namespace) -> int:
     log.info("bench run: generators=%s detectors=%s profile=%s", generators, detectors, args.profile)
     root = ensure_suite(cfg)
     print(f"[done]    synthetic suite: {root}")
-    for stage, issue in STAGES[1:]:
-        print(f"[missing] {stage}: not implemented yet; it lands with {issue}.")
-    print("bench run: stopped after the stages that exist (see [missing] above).", file=sys.stderr)
+    for stage, command, issue in STAGES[1:]:
+        if issue is None:
+            print(f"[exists]  {stage}: `{command}` (run it on its own; not chained yet)")
+        else:
+            print(f"[missing] {stage} ({command}): not implemented yet; it lands with {issue}.")
+    print("bench run: stopped after the stages it can chain today (see [missing] above).", file=sys.stderr)
     return 3

@@ -123,6 +123,7 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -
     # the round-trip autoencoder: a real VAE when given, else the stand-in trained on unedited photos
     if cfg.sigma.vae_path:
         ae = DiffusersVAE(str(cfg.sigma.vae_path)).to(device)
+        ae_roundtrip = ae.roundtrip
         info["autoencoder"] = f"diffusers AutoencoderKL {cfg.sigma.vae_path}"
     else:
         photos = np.concatenate([inp_o, cor_o])
@@ -138,6 +139,8 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -
             return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float().div(255)
 
         ae, ae_info = train_standin(crops, int(cfg.sigma.standin_ae.steps), device, seed=seed, progress=progress)
+        latent_gen = torch.Generator().manual_seed(seed + 1)
+        ae_roundtrip = lambda x: ae.roundtrip(x, latent_gen, float(cfg.sigma.standin_ae.latent_noise))  # noqa: E731
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(ae.state_dict(), cache / "standin_ae.pt")
         info["autoencoder"] = {"kind": "stand-in (8x latent, 4 channels)", **ae_info}
@@ -151,7 +154,8 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -
         out = []
         for i in range(0, len(images), 32):
             x = torch.from_numpy(images[i:i + 32]).permute(0, 3, 1, 2).float().div(255).to(device)
-            y = editor_roundtrip(x, ae.roundtrip, gen, float(cfg.sigma.calibration.shift), tuple(cfg.sigma.calibration.jpeg))
+            y = editor_roundtrip(x, ae_roundtrip, gen, float(cfg.sigma.calibration.shift), tuple(cfg.sigma.calibration.jpeg),
+                                 float(cfg.sigma.calibration.tone))
             out.append((y.cpu() * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
         return np.concatenate(out)
 
