@@ -36,6 +36,7 @@ class SigmaConfig:
     difference: bool = True                       # False: grounding_only (no original image)
     fullres: bool = False                         # a full-resolution pixel branch (3x the CPU cost)
     embed_dim: int = 32                           # disentanglement embedding
+    color_diff: bool = True                       # mean colour change per stride-4 cell, added to that level
 
     def __post_init__(self) -> None:
         if self.refinement not in REFINEMENTS:
@@ -193,6 +194,9 @@ class SigmaNet(nn.Module):
         self.dec8 = _conv(c16 + c8, c8)
         self.dec4 = _conv(c8 + c4, c4)
         self.embed = nn.Conv2d(c8, cfg.embed_dim, 1)
+        # ImageNet features are partly colour-invariant; a recolour needs the colours themselves
+        self.color = nn.Sequential(nn.Conv2d(6, c4, 1), nn.GELU(), nn.Conv2d(c4, c4, 1)) \
+            if cfg.color_diff and cfg.difference else None
         if cfg.fullres:
             self.pix = nn.Sequential(_conv(6 if cfg.difference else 3, 8), _conv(8, 8))
             self.to8 = nn.Conv2d(c4, 8, 1)
@@ -213,6 +217,11 @@ class SigmaNet(nn.Module):
         cfg = self.cfg
         d4, d8, d16 = (lvl(None if feats_o is None else a, b)
                        for lvl, a, b in zip(self.levels, feats_o or [None] * 3, feats_e))
+        if self.color is not None:
+            if original is None or edited is None:
+                raise ValueError("SIGMA with color_diff=True needs the images (original=, edited=)")
+            delta = F.adaptive_avg_pool2d(edited.float(), d4.shape[-2:]) - F.adaptive_avg_pool2d(original.float(), d4.shape[-2:])
+            d4 = d4 + self.color(torch.cat([delta, delta.abs()], dim=1))
         b, c, h, w = d16.shape
         pos = sincos_2d(h, w, c, d16.device)
         x = d16.flatten(2).transpose(1, 2) + pos

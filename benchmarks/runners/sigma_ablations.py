@@ -86,7 +86,8 @@ def score_net(net, text, sets: list[TestSet], device: torch.device, batch: int =
             if net.cfg.use_text:
                 tokens, valid = text([ts.instruction[j] for j in idx], device)
             mask = ts.masks[idx].float()
-            prob = torch.sigmoid(net(fo, fe, tokens, valid, out_size=mask.shape[-2:])["mask_logits"].float()).cpu()
+            images = ts.bank.pixels([ts.orig[j] for j in idx]).to(device), ts.bank.pixels([ts.edit[j] for j in idx]).to(device)
+            prob = torch.sigmoid(net(fo, fe, tokens, valid, *images, out_size=mask.shape[-2:])["mask_logits"].float()).cpu()
             metrics["all"].update(prob, mask)
             side = torch.tensor([ts.side_effect[j] for j in idx])
             if (~side).any():

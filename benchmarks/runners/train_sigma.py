@@ -84,6 +84,7 @@ class SigmaTrainingData:
             orig = [table.orig[i] for i in idx]
             edit = [table.edit[i] for i in idx]
             batch: dict[str, Any] = {"feats_o": self.bank.features(orig), "feats_e": self.bank.features(edit),
+                                     "original": self.bank.pixels(orig), "edited": self.bank.pixels(edit),
                                      "instruction": [table.instruction[i] for i in idx]}
             if table.masks is not None:
                 batch["mask"] = table.masks[idx].float()

@@ -183,7 +183,7 @@ def test_sigma_refuses_a_checkpoint_from_another_config(heads_checkpoints):
     from benchmarks.config import compose
     from benchmarks.runners.eval_generators import generator_from_config
 
-    cfg = compose(["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}", "generator.model.blocks=3"])
+    cfg = compose(["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}", "sigma.model.blocks=3"])
     with pytest.raises(ValueError, match="another SIGMA config.*blocks"):
         generator_from_config(cfg)
 

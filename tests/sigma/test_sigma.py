@@ -133,7 +133,8 @@ def _batches(seed: int = 0):
         g = torch.Generator().manual_seed(seed * 1000 + step)
         fo, fe = feats(b=2, seed=seed * 1000 + step)
         mask = (torch.rand(2, 1, 64, 64, generator=g) > 0.7).float()
-        return {"feats_o": fo, "feats_e": fe, "mask": mask, "intended": mask,
+        images = torch.rand(2, 3, 64, 64, generator=g), torch.rand(2, 3, 64, 64, generator=g)
+        return {"feats_o": fo, "feats_e": fe, "original": images[0], "edited": images[1], "mask": mask, "intended": mask,
                 "instruction": ["remove the thing on the left", "add a red patch at the top"],
                 "roundtrip": torch.tensor([True, False])}
     return at
