@@ -113,7 +113,7 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -
     if bank_file.is_file():
         state = torch.load(bank_file, map_location="cpu", weights_only=False)
         log.info("SIGMA training data from cache %s", cache)
-        return SigmaTrainingData(FeatureBank.from_state(state["bank"]), *state["tables"], state["info"])
+        return SigmaTrainingData(FeatureBank.from_state(state["bank"]), *state["tables"], {**state["info"], "from_cache": True})
 
     t0 = time.perf_counter()
     info: dict[str, Any] = {"inpainting": str(inpainting_dir), "corpus": str(corpus_dir), "cache": str(cache)}
@@ -279,5 +279,6 @@ def train_sigma_command(args: argparse.Namespace) -> int:
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     out = export(net, cfg, summary, Path(cfg.sigma.export), data.info)
     save_resolved(cfg, out.parent, "config.yaml")
-    print(f"SIGMA trained in {summary['total_seconds']} s (data {data.info.get('seconds', 'cached')}): {out}")
+    data_note = "data from cache" if data.info.get("from_cache") else f"data prepared in {data.info['seconds']} s"
+    print(f"SIGMA trained in {summary['total_seconds']} s ({data_note}): {out}")
     return 0
