@@ -149,6 +149,29 @@ def test_sigkill_then_resume(corpus, reference, tmp_path):
     check_complete(out, reference)
 
 
+def test_two_ranks_sigkilled_halfway_then_rerun(corpus, reference, tmp_path):
+    """The acceptance run: 200 pairs over 2 ranks (torchrun's RANK / WORLD_SIZE contract), both processes
+    SIGKILLed once shards exist, the same command re-run per rank: exactly 200 masks, unique entries,
+    byte-identical to an uninterrupted single run."""
+    out = tmp_path / "ranks-killed"
+    argv = [*FAST, "--num-workers", "1", "--pairs", str(corpus), "--out", str(out)]
+    procs = [bench(*argv, env={"RANK": str(r), "WORLD_SIZE": "2"}) for r in (0, 1)]
+    deadline = time.monotonic() + 120
+    while not all(list((out / "shards").glob(f"rank{r}-*.jsonl")) for r in (0, 1)):
+        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a rank ended before the kill"
+        time.sleep(0.002)
+    for p in procs:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(timeout=30)
+    assert not (out / "iml.json").exists()
+    time.sleep(0.5)
+    again = [bench(*argv, env={"RANK": str(r), "WORLD_SIZE": "2"}) for r in (0, 1)]
+    for p in again:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    check_complete(out, reference)
+
+
 def test_resume_reads_done_shards_and_skips_only_done_work(corpus, reference, tmp_path):
     out = tmp_path / "partial"
     argv = [*FAST, "--num-workers", "1", "--pairs", str(corpus), "--out", str(out)]
