@@ -147,3 +147,18 @@ def test_data_check_on_a_clean_iml_list(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "list.json")]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["kind"] == "iml" and report["authentic"] == 1 and report["ok"] == 2
+
+
+def test_train_sigma_exports_checkpoints_the_generators_load(tmp_path, capsys):
+    """`bench train-sigma` end to end on the smoke suite: data bank, Stage I + II, export; then the sigma
+    and grounding_only generators load what it wrote and score a benchmark."""
+    common = ["experiment=smoke", f"paths.home={tmp_path / 'home'}", f"paths.results={tmp_path / 'res'}"]
+    assert main(["train-sigma", *common]) == 0
+    assert main(["train-sigma", "--variant", "grounding_only", *common]) == 0
+    assert "data from cache" in capsys.readouterr().out  # the second run reused the prepared data
+    assert (tmp_path / "res" / "sigma" / "cpu-quick" / "sigma.json").is_file()
+    assert main(["eval-generators", "--generator", "sigma,grounding_only", "--dataset", "synth_splice", *common]) == 0
+    import pandas as pd
+
+    board = pd.read_csv(tmp_path / "res" / "leaderboards" / "generators_synth_splice.csv", index_col="generator")
+    assert set(board.index) == {"sigma", "grounding_only"}

@@ -10,7 +10,6 @@ timing), per-pair scores ``generators/per_pair/<dataset>.csv`` and a qualitative
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import time
@@ -23,7 +22,7 @@ import torch.utils.data
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from benchmarks.config import check_option, compose, expand, save_resolved
+from benchmarks.config import check_option, compose, expand
 from benchmarks.data.errors import SkipLog
 from benchmarks.data.loading import SafeDataset, pad_collate, record_skips
 from benchmarks.data.manifest import PairsDataset

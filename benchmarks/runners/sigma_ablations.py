@@ -14,36 +14,21 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from benchmarks.config import compose, save_resolved, to_container
+from benchmarks.config import compose, save_resolved
 from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
 from benchmarks.metrics import PixelMetrics
-from benchmarks.runners.sigma_data import FeatureBank, cache_key, load_pairs
-from benchmarks.runners.train_sigma import backbone_path, export, prepare_data, resolve_device, train
+from benchmarks.runners.sigma_data import FeatureBank, load_pairs
+from benchmarks.runners.train_sigma import (VARIANTS, backbone_path, export, grounding_export, prepare_data,
+                                            resolve_device, train_variant)
 
 log = logging.getLogger(__name__)
 
-# name -> how it differs from the full model. stage1_from="full": reuse the full model's Stage I weights.
-VARIANTS: dict[str, dict[str, Any]] = {
-    "sigma (full)": {},
-    "no text prior": {"model": {"use_text": False, "refinement": "none"}},
-    "one-way FiLM instead of bidirectional refinement": {"model": {"refinement": "film"}},
-    "Stage I only": {"stage1_from": "full", "stage2": None},
-    "Stage II without VAE-roundtrip calibration": {"stage1_from": "full", "stage2": {"calibration": False}},
-    "Stage II without EMA self-training": {"stage1_from": "full", "stage2": {"self_training": False}},
-    "Stage II without disentanglement loss": {"stage1_from": "full", "stage2": {"disentangle": False}},
-    "grounding_only": {"model": {"difference": False}, "stage2": {"self_training": False, "disentangle": False}},
-}
 BASELINES = ("feature_diff", "pixel_diff", "pixel_diff_otsu")
-
-
-def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:48]
 
 
 @dataclass
@@ -124,7 +109,6 @@ def run_ablations(cfg: DictConfig, overrides: list[str]) -> Path:
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     data = prepare_data(cfg, device)
-    root = Path(cfg.paths.home) / "sigma" / "ablations" / cache_key({"data": data.info["cache"], "sigma": to_container(cfg.sigma)})
     datasets = resolve_datasets(cfg, "all", overrides) + resolve_datasets(cfg, "synth_holdout", overrides)
     sets = test_sets(cfg, datasets, device)
     text = TextEncoder(cfg.sigma.model.text_encoder, path=cfg.sigma.text_encoder_path)
@@ -132,14 +116,11 @@ def run_ablations(cfg: DictConfig, overrides: list[str]) -> Path:
     timings: dict[str, float] = {}
     for name, spec in VARIANTS.items():
         start = time.perf_counter()
-        work = root / slug(name)
-        stage1_from = root / slug("sigma (full)") / "stage1_last.pt" if spec.get("stage1_from") == "full" else None
-        net, summary = train(cfg, data, work, model_overrides=spec.get("model"), stage2_overrides=spec.get("stage2") or {},
-                             stage1_from=stage1_from, run_stage2=spec.get("stage2", {}) is not None, device=device)
+        net, summary = train_variant(cfg, data, name, device)
         timings[name] = round(time.perf_counter() - start, 1)
         table[name] = score_net(net, text if net.cfg.use_text else None, sets, device)
         if name == "grounding_only":  # the baseline generator of the same name loads this export
-            export(net, cfg, summary, Path(cfg.paths.results) / "sigma" / cfg.profile.name / "grounding_only.pt", data.info)
+            export(net, cfg, summary, grounding_export(cfg), data.info)
         log.info("%s: %s", name, {d: round(v["all/f1_per_image"], 3) for d, v in table[name].items()})
     for name in BASELINES:
         table[name] = score_generator(cfg, name, datasets, overrides)

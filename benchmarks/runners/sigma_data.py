@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
 from benchmarks.data.imageio import load_image, load_mask
 from benchmarks.data.manifest import PairRecord, read_manifest

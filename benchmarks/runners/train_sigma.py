@@ -18,12 +18,51 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from benchmarks.config import check_option, compose, save_resolved, to_container
 from benchmarks.runners.sigma_data import FeatureBank, PairTable, cache_key, load_pairs
 
 log = logging.getLogger(__name__)
+
+
+# Ablation variants: name -> how each differs from the full model (the ablation runner trains all of them;
+# `bench train-sigma --variant grounding_only` trains the one the grounding_only generator loads).
+# stage1_from="full" reuses the full model's Stage I weights; stage2=None stops after Stage I.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sigma (full)": {},
+    "no text prior": {"model": {"use_text": False, "refinement": "none"}},
+    "one-way FiLM instead of bidirectional refinement": {"model": {"refinement": "film"}},
+    "Stage I only": {"stage1_from": "full", "stage2": None},
+    "Stage II without VAE-roundtrip calibration": {"stage1_from": "full", "stage2": {"calibration": False}},
+    "Stage II without EMA self-training": {"stage1_from": "full", "stage2": {"self_training": False}},
+    "Stage II without disentanglement loss": {"stage1_from": "full", "stage2": {"disentangle": False}},
+    "grounding_only": {"model": {"difference": False}, "stage2": {"self_training": False, "disentangle": False}},
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:48]
+
+
+def work_dir(cfg: DictConfig, data: SigmaTrainingData, variant: str = "sigma (full)") -> Path:
+    """Where a variant trains (stage checkpoints for exact resume): the full model in <home>/sigma/<key>/,
+    the others beside it, so ablations reuse the full model's run instead of repeating it."""
+    root = Path(cfg.paths.home) / "sigma" / cache_key({"data": data.info["cache"], "sigma": to_container(cfg.sigma)})
+    return root if variant == "sigma (full)" else root / "variants" / slug(variant)
+
+
+def train_variant(cfg: DictConfig, data: SigmaTrainingData, variant: str, device: torch.device,
+                  run_stage2: bool = True, stage1_only_from: Path | None = None) -> tuple[Any, dict]:
+    spec = VARIANTS[variant]
+    stage1_from = stage1_only_from
+    if spec.get("stage1_from") == "full":
+        stage1_from = work_dir(cfg, data) / "stage1_last.pt"
+        if not stage1_from.is_file():
+            raise FileNotFoundError(f"{variant!r} starts from the full model's Stage I ({stage1_from}): train it first")
+    return train(cfg, data, work_dir(cfg, data, variant), model_overrides=spec.get("model"),
+                 stage2_overrides=spec.get("stage2") or {}, stage1_from=stage1_from,
+                 run_stage2=run_stage2 and spec.get("stage2", {}) is not None, device=device)
 
 
 def sigma_config(cfg: DictConfig, **overrides: Any):
@@ -249,6 +288,11 @@ def export(net, cfg: DictConfig, summary: dict, path: Path, data_info: dict) -> 
     return path
 
 
+def grounding_export(cfg: DictConfig) -> Path:
+    """Where the grounding_only generator (configs/generator/grounding_only.yaml) looks for its heads."""
+    return Path(cfg.paths.results) / "sigma" / cfg.profile.name / "grounding_only.pt"
+
+
 def train_sigma_command(args: argparse.Namespace) -> int:
     check_option("profile", args.profile)
     overrides = [f"profile={args.profile}", *args.overrides]
@@ -260,24 +304,21 @@ def train_sigma_command(args: argparse.Namespace) -> int:
         print(path.read_text())
         print(path)
         return 0
-    if args.variant == "grounding_only":
-        cfg = compose([*overrides, "sigma.model.difference=false", "sigma.stage2.self_training=false",
-                       "sigma.stage2.disentangle=false",
-                       f"sigma.export={Path(compose(overrides).paths.results) / 'sigma' / cfg.profile.name / 'grounding_only.pt'}"],
-                      command="train-sigma --variant grounding_only")
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     data = prepare_data(cfg, device)
-    key = cache_key({"data": data.info["cache"], "sigma": to_container(cfg.sigma)})
-    work = Path(cfg.paths.home) / "sigma" / key
-    save_resolved(cfg, work)
-    run_stage2 = args.stage in ("2", "all")
-    stage1_from = work / "stage1_last.pt" if args.stage == "2" else None
-    if args.stage == "2" and not (stage1_from and stage1_from.is_file()):
-        raise FileNotFoundError(f"--stage 2 needs Stage I first: {stage1_from} is missing (run --stage 1 or all)")
-    net, summary = train(cfg, data, work, run_stage2=run_stage2, stage1_from=stage1_from, device=device)
+    variant = "grounding_only" if args.variant == "grounding_only" else "sigma (full)"
+    save_resolved(cfg, work_dir(cfg, data, variant))
+    stage1_from = None
+    if args.stage == "2":
+        stage1_from = work_dir(cfg, data, variant) / "stage1_last.pt"
+        if not stage1_from.is_file():
+            raise FileNotFoundError(f"--stage 2 needs Stage I first: {stage1_from} is missing (run --stage 1 or all)")
+    net, summary = train_variant(cfg, data, variant, device, run_stage2=args.stage in ("2", "all"),
+                                 stage1_only_from=stage1_from)
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
-    out = export(net, cfg, summary, Path(cfg.sigma.export), data.info)
+    target = Path(cfg.sigma.export) if variant == "sigma (full)" else grounding_export(cfg)
+    out = export(net, cfg, summary, target, data.info)
     save_resolved(cfg, out.parent, "config.yaml")
     data_note = "data from cache" if data.info.get("from_cache") else f"data prepared in {data.info['seconds']} s"
     print(f"SIGMA trained in {summary['total_seconds']} s ({data_note}): {out}")
