@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from benchmarks.data.errors import DataError
+from benchmarks.data.imageio import resize_image, resize_mask
 
 GEOMETRIES = ("resize", "pad", "none")
 
@@ -37,18 +37,6 @@ class Geometry:
     @property
     def tag(self) -> str:
         return "native" if self.mode == "none" else f"{self.mode}-{self.size}"
-
-
-def _resize_rgb(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if a.shape[:2] == hw:
-        return a
-    return np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.Resampling.BICUBIC))
-
-
-def _resize_bool(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if m.shape[:2] == hw:
-        return m
-    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((hw[1], hw[0]), Image.Resampling.NEAREST)) > 127
 
 
 def _pad(a: np.ndarray, size: int) -> np.ndarray:
@@ -71,8 +59,8 @@ def apply_geometry(arrays: dict[str, np.ndarray], geometry: Geometry) -> dict[st
     for key, value in arrays.items():
         if value is None or not isinstance(value, np.ndarray):
             continue
-        out[key] = _resize_bool(value, hw) if value.dtype == bool else _resize_rgb(value, hw)
-    out["valid"] = _resize_bool(out["valid"], hw)
+        out[key] = resize_mask(value, hw) if value.dtype == bool else resize_image(value, hw)
+    out["valid"] = resize_mask(out["valid"], hw)
     if geometry.mode == "pad":
         for key in ("image", "original", "mask", "valid"):
             if isinstance(out.get(key), np.ndarray):

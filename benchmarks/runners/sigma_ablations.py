@@ -23,8 +23,8 @@ from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
 from benchmarks.metrics import PixelMetrics
 from benchmarks.runners.sigma_data import FeatureBank, load_pairs
-from benchmarks.runners.train_sigma import (VARIANTS, backbone_path, export, grounding_export, prepare_data,
-                                            resolve_device, train_variant)
+from benchmarks.runners.eval_generators import resolve_device
+from benchmarks.runners.train_sigma import VARIANTS, backbone_path, export, grounding_export, prepare_data, train_variant
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from benchmarks.config import check_option, compose, save_resolved, to_container
+from benchmarks.runners.eval_generators import resolve_device
 from benchmarks.runners.sigma_data import FeatureBank, PairTable, cache_key, load_pairs
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,6 @@ def stage_config(node: DictConfig, **overrides: Any):
     from sigma.train import StageConfig
 
     return replace(StageConfig(**to_container(node)), **overrides)
-
-
-def resolve_device(name: str) -> torch.device:
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
 
 
 def backbone_path(cfg: DictConfig) -> str | None:
