@@ -17,13 +17,6 @@ from benchmarks import __version__
 
 log = logging.getLogger("bench")
 
-# Subcommands whose issue has not landed yet: one clear line, non-zero exit.
-PENDING = {
-    "leaderboard": "the issue '`bench run`: the downstream comparison end to end'",
-    "plots": "the issue '`bench run`: the downstream comparison end to end'",
-}
-EXIT_PENDING = 3
-
 EPILOG = "Extra key=value arguments are Hydra overrides, e.g. `synth.n_corpus=200 seed=1 geometry.size=128`."
 
 
@@ -74,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--limit", type=int, default=None, help="check only the first N items")
     check.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    def pending(name: str, help_text: str, *flags: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
+    def simple(name: str, help_text: str, *flags: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
         p = sub.add_parser(name, formatter_class=_Formatter, epilog=EPILOG, help=help_text,
                            description=f"{help_text[0].upper()}{help_text[1:]}.")
         if extra:
@@ -164,11 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", formatter_class=_Formatter, epilog=EPILOG, help="end to end: annotate, train detectors, test, report",
         description="Annotate the editing corpus with a generator, train each detector on the masks, test on the "
-                    "profile's test datasets, and write leaderboards and figures. Runs the stages that exist so far.")
-    run.add_argument("--force", action="store_true", help="redo finished cells")
-    _common(run, "generator", "detector")
-    pending("leaderboard", "build leaderboards (CSV + Markdown) from finished runs")
-    pending("plots", "draw the paper figures from finished runs")
+                    "profile's test datasets, and publish each (generator, detector) cell in results/runs/<G>/<D>/; "
+                    "then the leaderboard and figures. '--generator all' = SIGMA, every baseline and oracle (not the "
+                    "degenerate empty/full). A re-run skips finished cells.")
+    run.add_argument("--force", action="store_true", help="redo finished cells (annotations stay cached by key)")
+    run.add_argument("--pairs", default=None,
+                     help="pairs-manifest folder to annotate (default: the synthetic suite's editing corpus)")
+    _common(run, "generator", "detector", "dataset")
+    simple("leaderboard", "build the downstream leaderboard (CSV + Markdown) from the cells in results/runs/")
+    simple("plots", "draw the paper figures (PNG + PDF) from the cells in results/runs/")
     return parser
 
 
@@ -184,13 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
     if bad:
         parser.error(f"unexpected argument(s) {bad}: extra arguments must be Hydra overrides key=value")
-    if args.command in PENDING:
-        print(f"bench {args.command}: not implemented yet; it lands with {PENDING[args.command]}.", file=sys.stderr)
-        return EXIT_PENDING
     from benchmarks.data.errors import DataError
     from benchmarks.runners import annotate as annotate_runner
     from benchmarks.runners import data as data_runner
-    from benchmarks.runners import eval_detector, eval_generators, train_detector, train_sigma
+    from benchmarks.runners import eval_detector, eval_generators, report, train_detector, train_sigma
     from benchmarks.runners import run as run_runner
 
     handlers = {("data", "synth"): data_runner.synth_command, ("data", "check"): data_runner.check_command,
@@ -198,7 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ("eval-generators", None): eval_generators.eval_generators_command,
                 ("train-detector", None): train_detector.train_detector_command,
                 ("eval-detector", None): eval_detector.eval_detector_command,
-                ("train-sigma", None): train_sigma.train_sigma_command}
+                ("train-sigma", None): train_sigma.train_sigma_command,
+                ("leaderboard", None): report.leaderboard_command, ("plots", None): report.plots_command}
     try:
         return handlers[(args.command, getattr(args, "data_command", None))](args)
     except (DataError, ValueError, FileNotFoundError) as exc:

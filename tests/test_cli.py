@@ -1,4 +1,4 @@
-"""The `bench` command line: help at every level, pending commands, data synth end to end."""
+"""The `bench` command line: help at every level, flags and overrides, data synth end to end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks.cli import PENDING, build_parser, main
+from benchmarks.cli import build_parser, main
 
 SUBCOMMANDS = ["data", "annotate", "eval-generators", "train-sigma", "train-detector", "eval-detector", "run",
                "leaderboard", "plots"]
@@ -61,13 +61,6 @@ def test_eval_generators_on_a_pairs_folder_path(tmp_path, capsys):
     assert (tmp_path / "res" / "leaderboards" / "generators_mine.csv").is_file()
 
 
-@pytest.mark.parametrize("command", sorted(PENDING))
-def test_pending_commands_exit_nonzero_with_one_line(command, capsys):
-    assert main([command]) == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not implemented yet" in err[0] and command in err[0]
-
-
 def test_named_flags_select_groups():
     args = build_parser().parse_args(["run", "--generator", "sigma", "--detector", "all", "--profile", "cpu-quick",
                                       "seed=3"])
@@ -97,14 +90,6 @@ def test_data_synth_writes_suite_and_resolved_config(capsys, _bench_home):
     # a second call reuses the complete suite (same hash), it does not rebuild
     assert main(["data", "synth", "experiment=smoke", "profile.num_workers=1"]) == 0
     assert list(Path(_bench_home, "data", "synth").glob("default-*")) == suites
-
-
-def test_run_does_what_exists_and_names_what_does_not(capsys):
-    assert main(["run", "--generator", "sigma", "--detector", "all", "experiment=smoke", "profile.num_workers=1"]) == 3
-    captured = capsys.readouterr()
-    assert "[done]    synthetic suite" in captured.out
-    assert captured.out.count("[missing]") == 1 and "not implemented yet" in captured.out
-    assert captured.out.count("[exists]") == 4
 
 
 def test_console_script_is_installed():

@@ -782,11 +782,46 @@ def finish(out: Path, source: PairSource, *, rank: int, world: int, group: bool,
 # ---------------------------------------------------------------------------------------------- command
 
 
-def annotate_command(args: argparse.Namespace) -> int:
+def annotate_with_config(cfg: Any, pairs: str | Path, out: Path, options: AnnotateOptions, *,
+                         source: PairSource | None = None) -> dict[str, Any] | None:
+    """Annotate `pairs` into `out` with the generator of a composed config (``cfg.generator``): this
+    process's share under torchrun / RANK+WORLD_SIZE, then the merge. Returns the provenance, or None when
+    another rank merges."""
     from omegaconf import OmegaConf
 
-    from benchmarks.config import check_option, compose, save_resolved
+    from benchmarks.config import save_resolved
     from benchmarks.runners.eval_generators import generator_from_config, resolve_device
+
+    rank, world, group = rank_world()
+    source = source if source is not None else open_source(pairs)
+    OmegaConf.update(cfg, "annotate", {"pairs": str(pairs), "out": str(out), **asdict(options)}, force_add=True)
+    generator = generator_from_config(cfg)
+    if generator.needs_truth:
+        raise ValueError(f"generator {cfg.generator.name!r} needs ground-truth masks; annotation is for unlabelled "
+                         "corpora")
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1 and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    generator = generator.to(device).eval()
+    gen_cfg = OmegaConf.to_container(cfg.generator, resolve=True)
+    prepare_output(out, os.path.abspath(pairs), source, generator_record(generator, gen_cfg),
+                   "soft" if options.soft else "binary", OmegaConf.to_container(cfg, resolve=True))
+    if rank == 0:
+        save_resolved(cfg, out)
+    threads = torch.get_num_threads()
+    try:
+        if device.type == "cpu":
+            log.debug("torch intra-op threads: %d", set_cpu_threads(options.num_workers))
+        session = annotate(generator, source, out, options, rank=rank, world=world, device=device)
+    finally:
+        torch.set_num_threads(threads)  # may be called in-process (bench run, tests, notebooks)
+    log.info("rank %d/%d: %d annotated, %d skipped in %.1f s (%s pairs/s)", rank, world, session["annotated"],
+             session["skipped"], session["seconds"], session["pairs_per_s"])
+    return finish(out, source, rank=rank, world=world, group=group, limit=options.limit)
+
+
+def annotate_command(args: argparse.Namespace) -> int:
+    from benchmarks.config import check_option, compose
 
     check_option("profile", args.profile)
     if args.merge_only and args.out:  # needs neither the generator nor the config
@@ -797,7 +832,6 @@ def annotate_command(args: argparse.Namespace) -> int:
     name = check_option("generator", args.generator)
     overrides = [f"profile={args.profile}", f"generator={name}", *args.overrides]
     cfg = compose(overrides, command="annotate")
-    rank, world, group = rank_world()
     pairs = args.pairs
     if pairs is None:
         from benchmarks.runners.data import ensure_suite
@@ -815,30 +849,9 @@ def annotate_command(args: argparse.Namespace) -> int:
         prov = merge(out, source, args.limit)
         _print_summary(out, prov)
         return 0
-    OmegaConf.update(cfg, "annotate", {"pairs": str(pairs), "out": str(out), **asdict(options)}, force_add=True)
-    generator = generator_from_config(cfg)
-    if generator.needs_truth:
-        raise ValueError(f"generator {name!r} needs ground-truth masks; annotation is for unlabelled corpora")
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1 and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
-    generator = generator.to(device).eval()
-    gen_cfg = OmegaConf.to_container(cfg.generator, resolve=True)
-    prepare_output(out, os.path.abspath(pairs), source, generator_record(generator, gen_cfg),
-                   "soft" if options.soft else "binary", OmegaConf.to_container(cfg, resolve=True))
-    if rank == 0:
-        save_resolved(cfg, out)
-    threads = torch.get_num_threads()
-    try:
-        if device.type == "cpu":
-            log.debug("torch intra-op threads: %d", set_cpu_threads(options.num_workers))
-        session = annotate(generator, source, out, options, rank=rank, world=world, device=device)
-    finally:
-        torch.set_num_threads(threads)  # main() may be called in-process (tests, notebooks)
-    log.info("rank %d/%d: %d annotated, %d skipped in %.1f s (%s pairs/s)", rank, world, session["annotated"],
-             session["skipped"], session["seconds"], session["pairs_per_s"])
-    prov = finish(out, source, rank=rank, world=world, group=group, limit=args.limit)
+    prov = annotate_with_config(cfg, pairs, out, options, source=source)
     if prov is None:
+        rank, world, _ = rank_world()
         print(f"bench annotate: rank {rank}/{world} finished its pairs; the last rank to finish merges into {out}")
         return 0
     _print_summary(out, prov)

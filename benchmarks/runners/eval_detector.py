@@ -252,6 +252,62 @@ def gather_tables(folder: Path) -> tuple[Path, Path]:
     return folder / "metrics.csv", folder / "robustness.csv"
 
 
+def evaluate_checkpoint(cfg: DictConfig, detector: str, checkpoint: Path, sets: list[tuple[str, list[ImlItem]]], *,
+                        sweep: list[tuple[str, float]] | None = None, examples: Path | None = None,
+                        ) -> dict[str, dict[str, Any]]:
+    """Test one checkpoint on every (name, items) set with ``cfg.train.test``; writes ``<run>/eval/<set>.json``
+    and ``<set>.per_image.csv`` beside the checkpoint and returns {set: metrics}. `examples`: a folder that
+    receives the predicted mask (8-bit PNG) of each set's first manipulated image, for figures."""
+    test = cfg.train.test
+    geometry = Geometry(test.geometry.mode, int(test.geometry.size))
+    device = run_device(cfg)
+    model, info = load_detector(cfg, detector, checkpoint, device)
+    folder = checkpoint.parent / "eval"
+    save_resolved(cfg, folder)
+    skip_log = SkipLog(folder / "skipped.jsonl" if test.on_error == "skip" else None)
+    out: dict[str, dict[str, Any]] = {}
+    for dname, items in sets:
+        ds = EpochSamples(items, geometry, name=dname, train=False, seed=int(cfg.seed), on_error=test.on_error)
+        start = time.perf_counter()
+        result = evaluate_dataset(model, ds, device=device, batch_size=int(test.batch_size),
+                                  num_workers=int(test.num_workers), sweep=sweep,
+                                  sweep_limit=test.robustness_limit, skip_log=skip_log, seed=int(cfg.seed))
+        m = result["metrics"]
+        write_json(folder / f"{dname}.json", {
+            "detector": detector, "dataset": dname, "checkpoint": str(checkpoint), "geometry": geometry.tag,
+            "trained": {k: info.get(k) for k in ("epoch", "step", "metrics", "selected_by")},
+            "metrics": m, "robustness": result["robustness"], "counts": result["counts"],
+            "seconds": round(time.perf_counter() - start, 2), "threshold": 0.5, "image_score": result["score"]})
+        _write_csv(folder / f"{dname}.per_image.csv", result["rows"])
+        if examples is not None:
+            save_example(model, ds, examples / f"{dname}.png", device)
+        log.info("%s on %s: F1 %.3f IoU %.3f (per image, thr 0.5, %d manipulated)", detector, dname,
+                 m["f1_per_image"], m["iou_per_image"], m["n_manipulated"])
+        out[dname] = m
+    return out
+
+
+def example_index(dataset: EpochSamples) -> int | None:
+    """The first manipulated item of a test set (the one the figures show)."""
+    return next((i for i, it in enumerate(dataset.items) if it.mask is not None), None)
+
+
+def save_example(model: Detector, dataset: EpochSamples, path: Path, device: torch.device) -> None:
+    index = example_index(dataset)
+    if index is None:
+        return
+    sample = dataset[index]
+    if "image" not in sample:  # a skipped item
+        return
+    with torch.no_grad():
+        masks, _, _ = predict_batch(model, sample["image"][None].to(device), sample["valid"][None].to(device))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = (masks[0, 0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    Image.fromarray(arr).save(tmp)
+    tmp.replace(path)
+
+
 # ---------------------------------------------------------------------------------------------- command
 
 
@@ -265,37 +321,17 @@ def eval_detector_command(args: argparse.Namespace) -> int:
     test = cfg.train.test
     robust = test.robustness if args.robustness is None else args.robustness
     sweep = conditions(test) if robust else None
-    geometry = Geometry(test.geometry.mode, int(test.geometry.size))
-    device = run_device(cfg)
     name = train_name(cfg, args.train)
     sets = resolve_test_sets(cfg, args.dataset, overrides)
     lines = []
     for detector in detectors:
         dcfg = compose([*overrides, f"detector={detector}"], command="eval-detector")
         checkpoint = find_checkpoint(dcfg, name, detector, args.checkpoint)
-        model, info = load_detector(dcfg, detector, checkpoint, device)
-        folder = checkpoint.parent / "eval"
-        save_resolved(dcfg, folder)
-        skip_log = SkipLog(folder / "skipped.jsonl" if test.on_error == "skip" else None)
-        for dname, items in sets:
-            ds = EpochSamples(items, geometry, name=dname, train=False, seed=int(cfg.seed), on_error=test.on_error)
-            start = time.perf_counter()
-            result = evaluate_dataset(model, ds, device=device, batch_size=int(test.batch_size),
-                                      num_workers=int(test.num_workers), sweep=sweep,
-                                      sweep_limit=test.robustness_limit, skip_log=skip_log, seed=int(cfg.seed))
-            m = result["metrics"]
-            write_json(folder / f"{dname}.json", {
-                "detector": detector, "dataset": dname, "checkpoint": str(checkpoint), "geometry": geometry.tag,
-                "trained": {k: info.get(k) for k in ("epoch", "step", "metrics", "selected_by")},
-                "metrics": m, "robustness": result["robustness"], "counts": result["counts"],
-                "seconds": round(time.perf_counter() - start, 2), "threshold": 0.5, "image_score": result["score"]})
-            _write_csv(folder / f"{dname}.per_image.csv", result["rows"])
+        results = evaluate_checkpoint(dcfg, detector, checkpoint, sets, sweep=sweep)
+        for dname, m in results.items():
             lines.append(f"| {detector} | {dname} | {m['f1_per_image']:.4f} | {m['iou_per_image']:.4f} | "
                          f"{m['f1_best_thr_oracle']:.4f} | {m['pixel_auc_pooled']:.4f} | {m['image_auc']:.4f} |")
-            log.info("%s on %s: F1 %.3f IoU %.3f (per image, thr 0.5, %d manipulated)", detector, dname,
-                     m["f1_per_image"], m["iou_per_image"], m["n_manipulated"])
-        paths = gather_tables(folder)
-        print("\n".join(str(p) for p in paths))
+        print("\n".join(str(p) for p in gather_tables(checkpoint.parent / "eval")))
     print("| detector | dataset | F1 per image @0.5 | IoU per image @0.5 | F1 oracle thr | pixel AUC pooled | "
           "image AUC |\n|---|---|---|---|---|---|---|")
     print("\n".join(lines))

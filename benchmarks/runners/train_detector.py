@@ -46,8 +46,8 @@ from detectors.train import EpochBatchSampler, NonFiniteLossError, Trainer, Trai
 log = logging.getLogger(__name__)
 
 OFFLINE_LITE0 = "offline-efficientnet-lite0"  # detector config value that asks for the offline ImageNet weights
-RUNNER_KEYS = ("name", "run_name", "batch_size", "on_error", "num_workers", "val_fraction", "geometry", "resume",
-               "test")
+RUNNER_KEYS = ("name", "run_name", "batch_size", "on_error", "num_workers", "val_fraction", "geometry", "input_size",
+               "resume", "test")
 NOT_IN_FINGERPRINT = ("num_workers", "resume", "test", "checkpoint_every", "progress", "compile")
 
 
@@ -289,7 +289,7 @@ def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: Skip
     seed_everything(int(cfg.seed))  # the same initial weights on every rank
     params = detector_params(cfg.detector)
     model = create_detector(detector, **params)
-    geometry = Geometry(cfg.train.geometry, int(model.info.input_size))
+    geometry = Geometry(cfg.train.geometry, int(cfg.train.get("input_size") or model.info.input_size))
     tcfg = trainer_config(cfg)
     train_ds = EpochSamples(data.train, geometry, name=data.name, train=True, seed=int(cfg.seed),
                             on_error=cfg.train.on_error)

@@ -1,0 +1,160 @@
+"""The downstream leaderboard: detectors trained on each generator's masks, tested on the test datasets.
+
+Reads the cells `bench run` publishes (``<results>/runs/<generator>/<detector>/cell.json``) into one long
+table (generator x detector x dataset) and derives the paper's headline rows:
+
+- mean ΔF1 of detectors trained on the focus generator's masks (SIGMA) over those trained on each
+  baseline's, averaged over the (detector, dataset) cells both have, with the count of cells it wins;
+- the share of the gap between the best baseline and ``oracle`` (ground-truth masks) that SIGMA closes:
+  (F1_sigma - F1_best) / (F1_oracle - F1_best), means over the cells all three have.
+
+Every F1 is the headline metric: per-image pixel F1 at threshold 0.5 over manipulated images.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+FOCUS = "sigma"
+REFERENCE = "oracle"
+METRICS = ("f1_per_image", "iou_per_image", "f1_pooled", "f1_best_thr_oracle", "pixel_auc_pooled", "image_auc")
+
+
+def collect(runs: Path) -> pd.DataFrame:
+    """One row per (generator, detector, dataset) from every published cell under `runs`."""
+    rows = []
+    for path in sorted(runs.glob("*/*/cell.json")):
+        cell = json.loads(path.read_text())
+        for dataset, m in cell["metrics"].items():
+            rows.append({"generator": cell["generator"], "detector": cell["detector"], "dataset": dataset,
+                         **{k: m.get(k) for k in METRICS}, "n_manipulated": m.get("n_manipulated"),
+                         "profile": cell.get("profile"), "overrides": " ".join(cell.get("overrides", [])),
+                         "git_commit": cell.get("git_commit")})
+    columns = ["generator", "detector", "dataset", *METRICS, "n_manipulated", "profile", "overrides", "git_commit"]
+    return pd.DataFrame(rows, columns=columns).astype({m: float for m in METRICS})
+
+
+def mask_quality(runs: Path) -> dict[str, float]:
+    """Generator -> per-image F1 of its corpus masks vs ground truth (annotation.json), where known."""
+    out = {}
+    for path in sorted(runs.glob("*/annotation.json")):
+        q = json.loads(path.read_text()).get("quality_vs_truth", {})
+        if q.get("f1_per_image") is not None:
+            out[path.parent.name] = float(q["f1_per_image"])
+    return out
+
+
+def generator_summary(frame: pd.DataFrame, quality: dict[str, float]) -> pd.DataFrame:
+    g = frame.groupby("generator").agg(mean_f1=("f1_per_image", "mean"), mean_iou=("iou_per_image", "mean"),
+                                       detectors=("detector", "nunique"), cells=("f1_per_image", "size"))
+    g.insert(0, "corpus_mask_f1", [quality.get(name, math.nan) for name in g.index])
+    return g.sort_values("mean_f1", ascending=False)
+
+
+def paired(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
+    """F1 of generators a and b side by side on the (detector, dataset) cells both have."""
+    wide = frame.pivot_table(index=["detector", "dataset"], columns="generator", values="f1_per_image")
+    if a not in wide or b not in wide:
+        return pd.DataFrame(columns=[a, b])
+    return wide[[a, b]].dropna()
+
+
+def headline(frame: pd.DataFrame, focus: str = FOCUS, reference: str = REFERENCE) -> dict[str, Any]:
+    """ΔF1 of `focus` over every other generator and the share of the best-baseline-to-reference gap closed."""
+    out: dict[str, Any] = {"focus": focus, "reference": reference, "delta": [], "best_baseline": None,
+                           "gap_closed": None}
+    generators = sorted(set(frame["generator"]))
+    if focus not in generators:
+        return out
+    baselines = [g for g in generators if g not in (focus, reference)]
+    for b in baselines:
+        p = paired(frame, focus, b)
+        if len(p):
+            diff = p[focus] - p[b]
+            out["delta"].append({"baseline": b, "mean_delta_f1": float(diff.mean()), "wins": int((diff > 0).sum()),
+                                 "cells": int(len(p)), "focus_f1": float(p[focus].mean()), "baseline_f1": float(p[b].mean())})
+    if out["delta"]:
+        best = max(out["delta"], key=lambda d: d["baseline_f1"])
+        out["best_baseline"] = best["baseline"]
+        wide = frame.pivot_table(index=["detector", "dataset"], columns="generator", values="f1_per_image")
+        if reference in wide:
+            trio = wide[[focus, best["baseline"], reference]].dropna()
+            if len(trio):
+                s, b, r = (float(trio[c].mean()) for c in (focus, best["baseline"], reference))
+                out["gap"] = {"focus_f1": s, "best_baseline_f1": b, "reference_f1": r, "cells": int(len(trio))}
+                out["gap_closed"] = (s - b) / (r - b) if r - b > 1e-9 else None
+    return out
+
+
+def _f(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:+.{digits}f}" if isinstance(v, float) and digits < 0 else f"{v:.{digits}f}"
+
+
+def headline_text(h: dict[str, Any]) -> str:
+    if not h["delta"]:
+        return (f"No headline yet: it needs cells for `{h['focus']}` and at least one baseline "
+                f"(e.g. `bench run --generator {h['focus']},pixel_diff,{h['reference']} --detector all`).")
+    lines = []
+    for d in sorted(h["delta"], key=lambda d: -d["baseline_f1"]):
+        lines.append(f"- vs `{d['baseline']}`: mean ΔF1 **{d['mean_delta_f1']:+.3f}** ({h['focus']} {d['focus_f1']:.3f} "
+                     f"vs {d['baseline_f1']:.3f}; {h['focus']} better in {d['wins']} of {d['cells']} detector x dataset "
+                     "cells)")
+    if h.get("gap"):
+        g = h["gap"]
+        closed = "n/a (the reference is not above the best baseline)" if h["gap_closed"] is None \
+            else f"**{h['gap_closed']:.0%}**"
+        lines.append(f"- share of the gap from the best baseline (`{h['best_baseline']}`, {g['best_baseline_f1']:.3f}) "
+                     f"to `{h['reference']}` ({g['reference_f1']:.3f}) that {h['focus']} ({g['focus_f1']:.3f}) closes: "
+                     f"{closed} ({g['cells']} cells)")
+    return "\n".join(lines)
+
+
+def _table(frame: pd.DataFrame, index_name: str) -> str:
+    cols = list(frame.columns)
+    lines = [f"| {index_name} | " + " | ".join(str(c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for idx, row in frame.iterrows():
+        label = " / ".join(idx) if isinstance(idx, tuple) else str(idx)
+        lines.append(f"| {label} | " + " | ".join(_f(v) if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, command: str) -> tuple[str, list[Path]]:
+    """downstream.csv (long), downstream_summary.csv and downstream.md; returns (markdown, paths)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = generator_summary(frame, quality)
+    h = headline(frame)
+    by_detector = frame.pivot_table(index="generator", columns="detector", values="f1_per_image").reindex(summary.index)
+    by_detector["mean"] = by_detector.mean(axis=1)
+    full = frame.pivot_table(index=["generator", "detector"], columns="dataset", values="f1_per_image")
+    full["mean"] = full.mean(axis=1)
+    paths = [out_dir / "downstream.csv", out_dir / "downstream_summary.csv", out_dir / "downstream.md",
+             out_dir / "downstream_headline.json"]
+    frame.sort_values(["generator", "detector", "dataset"]).round(6).to_csv(paths[0], index=False)
+    summary.round(6).to_csv(paths[1])
+    commits = sorted(set(frame["git_commit"].dropna()))
+    profiles = sorted(set(frame["profile"].dropna()))
+    md = "\n".join([
+        "# Downstream: IML detectors trained on each generator's masks", "",
+        "Each cell: a detector trained on the editing corpus annotated by one mask generator (`oracle` = the "
+        "ground-truth masks), checkpoint chosen on held-out corpus pairs with that generator's own masks, then "
+        "tested on the test datasets. Metric: pixel F1 per image at threshold 0.5 over manipulated images.", "",
+        "## Headline", "", headline_text(h), "",
+        "## Generators (mean over detectors x datasets)", "",
+        "`corpus_mask_f1`: the generator's own masks vs ground truth on the corpus it annotated.", "",
+        _table(summary, "generator"), "",
+        "## Mean F1 per detector (over datasets)", "", _table(by_detector, "generator"), "",
+        "## Every cell (F1 per dataset)", "", _table(full, "generator / detector"), "",
+        "## Reproduce", "", f"```\n{command}\n```", "",
+        f"Profile(s): {', '.join(profiles) or 'n/a'}; code: {', '.join(commits) or 'n/a'}. Per-cell metrics, "
+        "resolved configs and timings: `results/runs/<generator>/<detector>/`.", "",
+    ])
+    paths[2].write_text(md)
+    paths[3].write_text(json.dumps(h, indent=1) + "\n")
+    return md, paths

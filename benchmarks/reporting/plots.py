@@ -1,0 +1,172 @@
+"""Paper figures from the published cells (``<results>/runs``): PNG + PDF in ``<results>/figures``.
+
+- ``downstream_bars``: F1 per detector, one bar per generator (and the mean over detectors);
+- ``quality_vs_downstream``: a generator's mask F1 on the corpus against the downstream F1 of the detectors
+  trained on its masks;
+- ``downstream_heatmap``: generator x test dataset, mean F1 over detectors;
+- ``qualitative_generators``: corpus pairs, ground truth and each generator's mask;
+- ``qualitative_detectors_<generator>``: one test image per dataset, truth and each detector's prediction.
+
+Each generator keeps one colour in every figure (:func:`generator_colors`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+ORDER = ("sigma", "grounding_only", "feature_diff", "pixel_diff", "pixel_diff_otsu", "ssim_diff", "oracle", "empty",
+         "full")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def generator_order(names) -> list[str]:
+    known = [g for g in ORDER if g in set(names)]
+    return known + sorted(set(names) - set(ORDER))
+
+
+def generator_colors(names) -> dict[str, tuple]:
+    """A fixed colour per generator name (the canonical order first, then others alphabetically)."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    every = list(ORDER) + sorted(set(names) - set(ORDER))
+    return {g: cmap(i % 10) for i, g in enumerate(every)}
+
+
+def _save(fig, out_dir: Path, stem: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
+    for p in paths:
+        fig.savefig(p, dpi=130, bbox_inches="tight")
+    _plt().close(fig)
+    return paths
+
+
+def bars(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    plt = _plt()
+    per = frame.pivot_table(index="detector", columns="generator", values="f1_per_image")
+    per.loc["mean"] = per.mean(axis=0)
+    gens = generator_order(per.columns)
+    colors = generator_colors(gens)
+    x = np.arange(len(per.index))
+    width = 0.8 / max(1, len(gens))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(per.index) + 1), 3.6))
+    for i, g in enumerate(gens):
+        ax.bar(x + (i - (len(gens) - 1) / 2) * width, per[g].values, width, label=g, color=colors[g])
+    ax.set_xticks(x, per.index, rotation=20)
+    ax.set_ylabel("pixel F1 (per image, thr 0.5)\nmean over test datasets")
+    ax.set_ylim(0, 1)
+    ax.set_title("Detectors trained on each generator's masks")
+    ax.legend(title="training masks from", fontsize=8, ncols=min(4, len(gens)))
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, out_dir, "downstream_bars")
+
+
+def scatter(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path) -> list[Path]:
+    plt = _plt()
+    down = frame.groupby("generator")["f1_per_image"].mean()
+    gens = [g for g in generator_order(down.index) if g in quality]
+    colors = generator_colors(down.index)
+    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    for g in gens:
+        ax.scatter(quality[g], down[g], s=60, color=colors[g], label=g, edgecolor="black", linewidth=0.5)
+        ax.annotate(g, (quality[g], down[g]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("generator mask F1 vs ground truth (corpus)")
+    ax.set_ylabel("downstream detector F1\n(mean over detectors x datasets)")
+    ax.set_title("Mask quality vs downstream localization")
+    ax.set_xlim(0, 1.05)
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir, "quality_vs_downstream")
+
+
+def heatmap(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    plt = _plt()
+    table = frame.pivot_table(index="generator", columns="dataset", values="f1_per_image")
+    table = table.reindex(generator_order(table.index))
+    fig, ax = plt.subplots(figsize=(1.3 * len(table.columns) + 2.5, 0.5 * len(table.index) + 1.6))
+    im = ax.imshow(table.values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(table.columns)), table.columns, rotation=25, ha="right")
+    ax.set_yticks(range(len(table.index)), table.index)
+    for (r, c), v in np.ndenumerate(table.values):
+        if not np.isnan(v):
+            ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8, color="white" if v < 0.6 else "black")
+    fig.colorbar(im, ax=ax, label="F1 (mean over detectors)")
+    ax.set_title("Downstream F1 per test dataset")
+    ax.set_xlabel("test dataset")
+    ax.set_ylabel("training masks from")
+    return _save(fig, out_dir, "downstream_heatmap")
+
+
+def _img(path: Path) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB" if im.mode not in ("L", "1") else "L"))
+
+
+def _grid(rows: list[list[tuple[str, np.ndarray | None]]], row_labels: list[str], title: str):
+    plt = _plt()
+    ncols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.45 * ncols, 1.5 * len(rows) + 0.4), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row):
+                ax.axis("off")
+                continue
+            name, img = row[c]
+            if img is not None:
+                ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+            if r == 0:
+                ax.set_title(name, fontsize=7)
+        axes[r, 0].set_ylabel(row_labels[r], fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def qualitative_generators(runs: Path, generators: list[str], out_dir: Path) -> list[Path]:
+    shared = runs / "_examples" / "corpus"
+    ids = sorted(p.name[: -len("_image.png")] for p in shared.glob("*_image.png"))
+    if not ids:
+        return []
+    gens = generator_order(generators)
+    rows = [[("edited", _img(shared / f"{i}_image.png")), ("ground truth", _img(shared / f"{i}_truth.png"))]
+            + [(g, _img(runs / g / "corpus_examples" / f"{i}.png")) for g in gens] for i in ids]
+    fig = _grid(rows, ids, "Generator masks on corpus pairs (what the detectors train on)")
+    return _save(fig, out_dir, "qualitative_generators")
+
+
+def qualitative_detectors(runs: Path, generator: str, detectors: list[str], out_dir: Path) -> list[Path]:
+    shared = runs / "_examples" / "test"
+    sets = sorted(p.name[: -len("_image.png")] for p in shared.glob("*_image.png"))
+    if not sets:
+        return []
+    rows = [[("test image", _img(shared / f"{s}_image.png")), ("ground truth", _img(shared / f"{s}_truth.png"))]
+            + [(d, _img(runs / generator / d / "examples" / f"{s}.png")) for d in detectors] for s in sets]
+    fig = _grid(rows, sets, f"Detector predictions (trained on {generator} masks; probability, white = edited)")
+    return _save(fig, out_dir, f"qualitative_detectors_{generator}")
+
+
+def draw_all(frame: pd.DataFrame, quality: dict[str, float], runs: Path, out_dir: Path) -> list[Path]:
+    paths = bars(frame, out_dir) + scatter(frame, quality, out_dir) + heatmap(frame, out_dir)
+    generators = sorted(set(frame["generator"]))
+    paths += qualitative_generators(runs, generators, out_dir)
+    detectors = sorted(set(frame["detector"]))
+    for g in generator_order(generators):
+        paths += qualitative_detectors(runs, g, detectors, out_dir)
+    return paths
