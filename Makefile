@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/bench run --generator sigma --detector all --profile $(PROFILE)
+	$(BIN)/bench run --generator sigma,pixel_diff,oracle --detector all --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -53,7 +53,7 @@ PAPER = ("Liu et al., 'PSCC-Net: Progressive Spatio-Channel Correlation Network 
          "Detection and Localization', IEEE TCSVT 2022")
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "tiny": {"stem": 16, "stage1_planes": 8, "stage1_blocks": 1, "widths": (8, 16, 32, 64), "blocks": 1,
+    "tiny": {"stem": 8, "stage1_planes": 4, "stage1_blocks": 1, "widths": (8, 16, 32, 64), "blocks": 1,
              "modules": 1, "reduce": (8, 4, 4, 2), "head": 32, "input_size": 256},
     "paper": {"stem": 64, "stage1_planes": 64, "stage1_blocks": 2, "widths": (18, 36, 72, 144), "blocks": 2,
               "modules": 1, "reduce": (4, 2, 2, 1), "head": 128, "input_size": 256},  # release crop 256

@@ -58,7 +58,7 @@ _PAPER = ("Guillaro et al., TruFor: Leveraging all-round clues for trustworthy i
 
 # variant -> MiT geometry, decoder width, DnCNN depth and width, FRM/FFM channel reduction, training size
 VARIANTS: dict[str, dict[str, Any]] = {
-    "tiny": dict(arch="mit_b0", decoder_dim=256, noise_layers=8, noise_width=32, reduction=4, size=256),
+    "tiny": dict(arch="mit_b0", decoder_dim=128, noise_layers=6, noise_width=16, reduction=4, size=256),
     # TruFor: MiT-B2 streams, decoder width 512, DnCNN 17 x 64 (public TruFor config); CMX reduction 1.
     "paper": dict(arch="mit_b2", decoder_dim=512, noise_layers=17, noise_width=64, reduction=1, size=512),
 }

@@ -122,3 +122,14 @@ def test_mask_quality_matches_sklearn(tmp_path):
         f1s.append(f1_score(gt.flatten().numpy(), pred.flatten().numpy()))
     q = run_module.mask_quality(items, truth)
     assert q["scored_pairs"] == 5 and math.isclose(q["f1_per_image"], sum(f1s) / 5, rel_tol=1e-5)
+
+
+def test_cells_made_under_other_training_settings_are_not_reused():
+    from benchmarks.config import compose
+
+    base = ["profile=cpu-quick", "generator=pixel_diff", "detector=segformer"]
+    key = run_module.training_key(compose(base))
+    assert run_module.training_key(compose([*base, "train.num_workers=0", "train.progress=false"])) == key
+    assert run_module.training_key(compose([*base, "train.lr=3e-4"])) != key
+    assert run_module.training_key(compose([*base, "train.epochs=1"])) != key
+    assert run_module.training_key(compose([*base, "seed=1"])) != key

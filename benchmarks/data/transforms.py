@@ -20,7 +20,7 @@ import torch
 from benchmarks.data.errors import DataError
 from benchmarks.data.imageio import resize_image, resize_mask
 
-GEOMETRIES = ("resize", "pad", "none")
+GEOMETRIES = ("resize", "pad", "crop", "none")
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,23 @@ def _pad(a: np.ndarray, size: int) -> np.ndarray:
     return np.pad(a, pad)
 
 
-def apply_geometry(arrays: dict[str, np.ndarray], geometry: Geometry) -> dict[str, np.ndarray]:
-    """Apply `geometry` to uint8 RGB arrays (``image``, ``original``) and bool arrays (``mask``, ``valid``)."""
+def apply_geometry(arrays: dict[str, np.ndarray], geometry: Geometry,
+                   rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    """Apply `geometry` to uint8 RGB arrays (``image``, ``original``) and bool arrays (``mask``, ``valid``).
+    ``crop`` cuts a size x size window at native resolution (random with `rng`, else centred; smaller
+    images are padded), which keeps the pixel-level traces that resizing would blur."""
     h, w = arrays["image"].shape[:2]
     out = dict(arrays)
     out.setdefault("valid", np.ones((h, w), dtype=bool))
     if geometry.mode == "none":
+        return out
+    if geometry.mode == "crop":
+        s = geometry.size
+        top = _offset(h - s, rng)
+        left = _offset(w - s, rng)
+        for key in ("image", "original", "mask", "valid"):
+            if isinstance(out.get(key), np.ndarray):
+                out[key] = _pad(out[key][top:top + s, left:left + s], s)
         return out
     if geometry.mode == "resize":
         hw = (geometry.size, geometry.size)
@@ -66,6 +77,12 @@ def apply_geometry(arrays: dict[str, np.ndarray], geometry: Geometry) -> dict[st
             if isinstance(out.get(key), np.ndarray):
                 out[key] = _pad(out[key], geometry.size)
     return out
+
+
+def _offset(room: int, rng: np.random.Generator | None) -> int:
+    if room <= 0:
+        return 0
+    return int(rng.integers(0, room + 1)) if rng is not None else room // 2
 
 
 def random_flip(arrays: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -103,9 +120,10 @@ class SampleTransform:
         self.seed = seed
 
     def __call__(self, arrays: dict[str, Any], index: int = 0, epoch: int = 0) -> dict[str, Any]:
-        arrays = apply_geometry(arrays, self.geometry)
-        if self.train:
-            arrays = random_flip(arrays, np.random.default_rng((self.seed, epoch, index)))
+        rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
+        arrays = apply_geometry(arrays, self.geometry, rng)
+        if rng is not None:
+            arrays = random_flip(arrays, rng)
         sample = to_tensors(arrays)
         sample["geometry"] = self.geometry.tag
         return sample

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,8 @@ from benchmarks.metrics import PixelMetrics
 from benchmarks.runners.annotate import AnnotateOptions, annotate_with_config
 from benchmarks.runners.data import ensure_suite
 from benchmarks.runners.eval_detector import evaluate_checkpoint, resolve_test_sets
-from benchmarks.runners.train_detector import TrainData, available, run_dir, train_one, write_json
+from benchmarks.runners.train_detector import (NOT_IN_FINGERPRINT, TrainData, available, run_dir, train_one,
+                                               write_json)
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,26 @@ def run_generators(choice: str, cfg: DictConfig) -> list[str]:
     return [n for n in names if n not in NOT_IN_ALL] if choice == "all" else names
 
 
-def missing_weights(gcfg: DictConfig) -> str | None:
-    """The generator's checkpoint path when the config names one that does not exist yet."""
+TRAINED_HERE = {"sigma": "sigma (full)", "grounding_only": "grounding_only"}  # generators `bench train-sigma` makes
+
+
+def ensure_weights(gcfg: DictConfig, generator: str) -> None:
+    """Train SIGMA (or grounding_only) on first use when its checkpoint is missing; another generator whose
+    checkpoint is missing is an error naming the file."""
     path = OmegaConf.select(gcfg, "generator.checkpoint")
-    return None if path is None or Path(path).is_file() else str(path)
+    if path is None or Path(path).is_file():
+        return
+    if generator not in TRAINED_HERE:
+        raise FileNotFoundError(f"generator {generator!r}: checkpoint {path} not found (configs/generator/"
+                                f"{generator}.yaml, key checkpoint)")
+    from benchmarks.runners.train_sigma import train_and_export
+
+    print(f"[train]   {generator}: no checkpoint at {path}; training it now (bench train-sigma, cached after)",
+          flush=True)
+    out, summary, _ = train_and_export(gcfg, TRAINED_HERE[generator])
+    if not Path(path).is_file():
+        raise RuntimeError(f"{generator}: training exported {out}, but its generator config reads {path}")
+    print(f"[done]    {generator} trained in {summary['total_seconds']} s: {out}", flush=True)
 
 
 def file_digest(path: Path) -> str:
@@ -188,6 +205,15 @@ def git_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def training_key(cfg: DictConfig) -> str:
+    """Hash of what shapes a trained detector (its config, the training settings, the seed): a cell made under
+    other settings lives in another run folder, so it is neither skipped as finished nor resumed."""
+    train = {k: v for k, v in to_container(cfg.train).items() if k not in NOT_IN_FINGERPRINT}
+    blob = json.dumps({"detector": to_container(cfg.detector), "train": train, "seed": cfg.seed}, sort_keys=True,
+                      default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
 def cell_folder(cfg: DictConfig, generator: str, detector: str) -> Path:
     return Path(cfg.paths.results) / "runs" / generator / detector
 
@@ -209,6 +235,7 @@ def run_cell(cfg: DictConfig, overrides: list[str], generator: str, detector: st
              sets: list[tuple[str, list[ImlItem]]], annotation: dict[str, Any], force: bool) -> tuple[str, dict]:
     """Train + test one detector on one generator's masks; ('skipped' | 'done', cell record)."""
     dcfg = compose([*overrides, f"generator={generator}", f"detector={detector}"], command="run")
+    data = replace(data, name=f"{data.name}-{training_key(dcfg)}")
     folder = run_dir(dcfg, data.name, detector)
     done = folder / "cell.json"
     target = cell_folder(dcfg, generator, detector)
@@ -305,11 +332,7 @@ def run_command(args: argparse.Namespace) -> int:
     counts = {"done": 0, "skipped": 0}
     for generator in generators:
         gcfg = compose([*overrides, f"generator={generator}"], command="run")
-        missing = missing_weights(gcfg)
-        if missing is not None:
-            print(f"[missing] {generator}: no checkpoint at {missing}; make it first (bench train-sigma, see "
-                  f"configs/generator/{generator}.yaml); its cells are left out")
-            continue
+        ensure_weights(gcfg, generator)
         key = annotation_key(gcfg, corpus) if generator != "oracle" else "truth"
         items, annotation = annotate_corpus(gcfg, generator, corpus, key)
         annotation = {**annotation, "key": key, "quality_vs_truth": mask_quality(items, corpus.truth)}

@@ -300,7 +300,8 @@ def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: Skip
                                          generator=torch.Generator())
     validate = None
     if data.val:
-        val_ds = EpochSamples(data.val, geometry, name=f"{data.name}-val", train=False, seed=int(cfg.seed),
+        val_geometry = Geometry("none", geometry.size) if geometry.mode == "crop" else geometry  # crops: whole images
+        val_ds = EpochSamples(data.val, val_geometry, name=f"{data.name}-val", train=False, seed=int(cfg.seed),
                               on_error=cfg.train.on_error)
         validate = make_validator(val_ds, batch_size=int(cfg.train.batch_size), num_workers=workers, device=device)
     if rank == 0:

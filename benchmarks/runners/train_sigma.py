@@ -301,22 +301,29 @@ def train_sigma_command(args: argparse.Namespace) -> int:
         print(path.read_text())
         print(path)
         return 0
+    variant = "grounding_only" if args.variant == "grounding_only" else "sigma (full)"
+    out, summary, data_info = train_and_export(cfg, variant, stage=args.stage)
+    data_note = "data from cache" if data_info.get("from_cache") else f"data prepared in {data_info['seconds']} s"
+    print(f"SIGMA trained in {summary['total_seconds']} s ({data_note}): {out}")
+    return 0
+
+
+def train_and_export(cfg: DictConfig, variant: str = "sigma (full)", stage: str = "all") -> tuple[Path, dict, dict]:
+    """Train `variant` ("sigma (full)" or "grounding_only") and export its heads where its generator config looks
+    (resuming an interrupted run exactly). Returns (exported file, summary, data info)."""
     device = resolve_device(cfg.device)
     t0 = time.perf_counter()
     data = prepare_data(cfg, device)
-    variant = "grounding_only" if args.variant == "grounding_only" else "sigma (full)"
     save_resolved(cfg, work_dir(cfg, data, variant))
     stage1_from = None
-    if args.stage == "2":
+    if stage == "2":
         stage1_from = work_dir(cfg, data, variant) / "stage1_last.pt"
         if not stage1_from.is_file():
             raise FileNotFoundError(f"--stage 2 needs Stage I first: {stage1_from} is missing (run --stage 1 or all)")
-    net, summary = train_variant(cfg, data, variant, device, run_stage2=args.stage in ("2", "all"),
+    net, summary = train_variant(cfg, data, variant, device, run_stage2=stage in ("2", "all"),
                                  stage1_only_from=stage1_from)
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     target = Path(cfg.sigma.export) if variant == "sigma (full)" else grounding_export(cfg)
     out = export(net, cfg, summary, target, data.info)
     save_resolved(cfg, out.parent, "config.yaml")
-    data_note = "data from cache" if data.info.get("from_cache") else f"data prepared in {data.info['seconds']} s"
-    print(f"SIGMA trained in {summary['total_seconds']} s ({data_note}): {out}")
-    return 0
+    return out, summary, data.info

@@ -1,4 +1,4 @@
-"""The two geometries of the field (resize, pad + valid), applied jointly and recorded."""
+"""The geometries of the field (resize, pad + valid, native crops), applied jointly and recorded."""
 
 from __future__ import annotations
 
@@ -44,6 +44,31 @@ def test_none_keeps_native_size():
     assert out["image"].shape == (3, 17, 23) and out["geometry"] == "native"
 
 
+def test_crop_cuts_native_pixels_jointly_random_when_training_centred_otherwise():
+    arrays = _arrays(40, 80)
+    index_grid = np.arange(40 * 80).reshape(40, 80)
+    arrays["image"] = np.stack([index_grid % 256, index_grid // 256, np.zeros_like(index_grid)], -1).astype(np.uint8)
+    centred = apply_geometry(arrays, Geometry("crop", 32))
+    assert centred["image"].shape == (32, 32, 3) and centred["valid"].all()
+    assert np.array_equal(centred["image"], arrays["image"][4:36, 24:56])       # no resampling, centred
+    t = SampleTransform(Geometry("crop", 32), train=True, seed=1)
+    tops = set()
+    for index in range(6):
+        out = t(arrays, index=index)
+        img = (out["image"].permute(1, 2, 0) * 255).round().byte().numpy()
+        pos = img[0, 0, 0].astype(int) + 256 * img[0, 0, 1].astype(int)            # where the window starts
+        top, left = divmod(int(pos), 80)
+        flipped = not np.array_equal(img, arrays["image"][top:top + 32, left:left + 32])
+        window = arrays["mask"][top:top + 32, left - 31:left + 1][:, ::-1] if flipped else \
+            arrays["mask"][top:top + 32, left:left + 32]
+        assert np.array_equal(out["mask"][0].bool().numpy(), window)             # mask cut with the image
+        assert t(arrays, index=index)["image"].equal(out["image"])              # seeded
+        tops.add((top, left))
+    assert len(tops) > 1 and out["geometry"] == "crop-32"
+    small = apply_geometry(_arrays(10, 20), Geometry("crop", 32))               # smaller: padded, marked invalid
+    assert small["image"].shape == (32, 32, 3) and small["valid"].sum() == 10 * 20
+
+
 def test_train_flip_is_joint_and_seeded():
     arrays = _arrays(16, 16)
     t = SampleTransform(Geometry("none"), train=True, seed=3)
@@ -60,4 +85,4 @@ def test_train_flip_is_joint_and_seeded():
 
 def test_bad_geometry_names_the_choices():
     with pytest.raises(DataError, match="resize"):
-        Geometry("crop", 64)
+        Geometry("warp", 64)

@@ -178,7 +178,7 @@ def test_train_configs_compose_and_profiles_differ():
     assert group_options("train") == ["default"]
     quick, paper = compose(["profile=cpu-quick"]), compose(["profile=gpu-paper"])
     tq, tp = train_detector.trainer_config(quick), train_detector.trainer_config(paper)
-    assert tq.epochs < tp.epochs and tq.lr == 1e-4 and tq.betas == (0.9, 0.999)
+    assert tq.epochs < tp.epochs and tq.lr == 5e-4 and tp.lr == 1e-4 and tq.betas == (0.9, 0.999)
     assert quick.train.batch_size == quick.profile.batch_size
     assert not quick.train.test.robustness and paper.train.test.robustness
 
