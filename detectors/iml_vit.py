@@ -34,7 +34,7 @@ from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 from torch import nn
 
 from detectors.base import Detector, DetectorInfo, register_detector
-from detectors.losses import bce, edge_map, target_at
+from detectors.losses import bce, dice, edge_map, target_at
 
 PAPER = ("Ma et al., 'IML-ViT: Benchmarking Image Manipulation Localization by Vision Transformer', "
          "arXiv:2307.14863 (2023)")
@@ -286,10 +286,11 @@ class IMLViT(Detector):
     def __init__(self, info: DetectorInfo, *, embed_dim: int, depth: int, num_heads: int, window_size: int,
                  global_blocks: tuple[int, ...], fixed_size: int, fpn_channels: int, head_dim: int,
                  drop_path: float = 0.0, head_norm: str = "bn", edge_lambda: float = 20.0,
-                 edge_width: int = 7) -> None:
+                 edge_width: int = 7, dice_weight: float = 0.0) -> None:
         super().__init__()
         self.info = info
         self.edge_lambda = float(edge_lambda)
+        self.dice_weight = float(dice_weight)
         self.edge_width = int(edge_width)
         self.encoder = WindowViT(fixed_size, embed_dim, depth, num_heads, window_size, tuple(global_blocks), drop_path)
         self.sfp = SimpleFeaturePyramid(embed_dim, fpn_channels)
@@ -307,12 +308,19 @@ class IMLViT(Detector):
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """BCE over valid pixels + lambda * BCE weighted by the ground-truth edge band (the mean still runs
-        over all valid pixels, so lambda=20 balances the band's small area, as in IML-ViT)."""
+        over all valid pixels, so lambda=20 balances the band's small area, as in IML-ViT); plus an optional
+        Dice term (``dice_weight``, not in the paper's objective)."""
         logits = out["mask_logits"]
         edge = edge_map(target_at(batch, logits), self.edge_width)
         seg = bce(logits, batch)
         edge_term = self.edge_lambda * bce(logits, batch, weight=edge)
-        return seg + edge_term, {"bce": float(seg.detach()), "edge_bce": float(edge_term.detach())}
+        parts = {"bce": float(seg.detach()), "edge_bce": float(edge_term.detach())}
+        total = seg + edge_term
+        if self.dice_weight:
+            loss_dice = dice(logits, batch)
+            total = total + self.dice_weight * loss_dice
+            parts["dice"] = float(loss_dice.detach())
+        return total, parts
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -332,10 +340,10 @@ def iml_vit(variant: str = "tiny", pretrained_path: str | None = None, pretraine
     """IML-ViT. ``pretrained_path``: a local timm-format ViT state dict of the variant's width (MAE
     ViT-B/16 for ``paper``, ViT-Ti/16 for ``tiny``); ``pretrained``: timm's own weights (needs a network).
     Overrides: any key of :data:`VARIANTS` (e.g. ``fixed_size``) and ``head_norm``, ``edge_lambda``,
-    ``edge_width``."""
+    ``edge_width``, ``dice_weight``."""
     if variant not in VARIANTS:
         raise ValueError(f"iml_vit variant {variant!r} is unknown; choose one of {sorted(VARIANTS)}")
-    cfg = dict(VARIANTS[variant], head_norm="bn", edge_lambda=20.0, edge_width=7)
+    cfg = dict(VARIANTS[variant], head_norm="bn", edge_lambda=20.0, edge_width=7, dice_weight=0.0)
     unknown = sorted(set(kwargs) - set(cfg))
     if unknown:
         raise ValueError(f"iml_vit: unknown option(s) {unknown}; known: {sorted(cfg)}")

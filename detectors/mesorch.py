@@ -49,7 +49,7 @@ from torch import nn
 
 from detectors.base import Detector, DetectorInfo, register_detector
 from detectors.encoders import timm_encoder
-from detectors.losses import bce
+from detectors.losses import bce, dice
 
 PAPER = ("Zhu et al., 'Mesoscopic Insights: Orchestrating Multi-scale & Hybrid Architecture for Image "
          "Manipulation Localization', AAAI 2025 (arXiv:2412.13753)")
@@ -249,11 +249,12 @@ class ScaleGate(nn.Module):
 class Mesorch(Detector):
     def __init__(self, info: DetectorInfo, *, cnn: str, cnn_indices: tuple[int, ...], mit: dict[str, Any],
                  head_width: int | None, gate_width: int, drop_path: float = 0.0, alpha: float = 0.05,
-                 pretrained_path: str | None = None, pretrained: bool = False) -> None:
+                 dice_weight: float = 0.0, pretrained_path: str | None = None, pretrained: bool = False) -> None:
         super().__init__()
         if not 0 < alpha < 1:
             raise ValueError(f"mesorch: alpha {alpha} must be in (0, 1) (fraction of low DCT frequencies per axis)")
         self.info = info
+        self.dice_weight = float(dice_weight)
         self.alpha = float(alpha)
         self.cnn = CNNBranch(cnn, tuple(cnn_indices), pretrained_path, pretrained)
         self.mit = MiTBranch(**mit, drop_path=drop_path)
@@ -279,9 +280,15 @@ class Mesorch(Detector):
                 "gate_weights": weights}
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Pixel BCE of the fused mask over valid pixels (Mesorch's only training term)."""
+        """Pixel BCE of the fused mask over valid pixels (Mesorch's only training term), plus an optional
+        Dice term (``dice_weight``, not in the paper's objective)."""
         loss = bce(out["mask_logits"], batch)
-        return loss, {"bce": float(loss.detach())}
+        parts = {"bce": float(loss.detach())}
+        if self.dice_weight:
+            loss_dice = dice(out["mask_logits"], batch)
+            loss = loss + self.dice_weight * loss_dice
+            parts["dice"] = float(loss_dice.detach())
+        return loss, parts
 
 
 @register_detector("mesorch")
@@ -290,11 +297,12 @@ def mesorch(variant: str = "tiny", pretrained_path: str | None = None, pretraine
     """Mesorch. ``pretrained_path``: a local timm-format state dict of the variant's CNN
     (``tf_efficientnet_lite0`` for tiny: the harness's offline ImageNet file; ``convnext_tiny`` for paper);
     it initializes the CNN branch's RGB part. ``pretrained``: timm's own CNN weights (needs a network).
-    Overrides: ``alpha`` (DCT low-frequency fraction), ``head_width``, ``gate_width``, ``drop_path``."""
+    Overrides: ``alpha`` (DCT low-frequency fraction), ``head_width``, ``gate_width``, ``drop_path``,
+    ``dice_weight``."""
     if variant not in VARIANTS:
         raise ValueError(f"mesorch variant {variant!r} is unknown; choose one of {sorted(VARIANTS)}")
     cfg = dict(VARIANTS[variant])
-    options = {"alpha", "head_width", "gate_width", "drop_path"}
+    options = {"alpha", "head_width", "gate_width", "drop_path", "dice_weight"}
     unknown = sorted(set(kwargs) - options)
     if unknown:
         raise ValueError(f"mesorch: unknown option(s) {unknown}; known: {sorted(options)}")

@@ -11,7 +11,7 @@ adds the IML objective.
 
 Objective: SegFormer's own objective is pixel cross-entropy on logits upsampled to the label size; with one
 forgery channel that is BCE at input resolution over valid pixels, plus an optional Dice term
-(``dice_weight``, 0 by default). ``score_logits`` is None: SegFormer in IML benchmarks is a pixel-only
+(``dice_weight``, 0 by default; the harness config turns it on). ``score_logits`` is None: SegFormer in IML benchmarks is a pixel-only
 baseline, and a score pooled from the mask would only restate the mask metrics.
 """
 
