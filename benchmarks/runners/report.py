@@ -29,10 +29,13 @@ def _load(cfg: DictConfig):
     return frame, downstream.mask_quality(runs)
 
 
-def reproduce_command(frame) -> str:
+def reproduce_command(frame, cfg: DictConfig) -> str:
     """The `bench run` line that regenerates the cells in `frame`."""
+    from benchmarks.config import expand
+
     gens = ",".join(plots.generator_order(set(frame["generator"])))
-    dets = ",".join(sorted(set(frame["detector"])))
+    dets = set(frame["detector"])
+    dets = "all" if dets == set(expand("detector", "all", cfg)) else ",".join(sorted(dets))
     profile = ",".join(sorted(set(frame["profile"].dropna()))) or "cpu-quick"
     overrides = sorted(set(frame["overrides"].fillna("")))
     extra = f" {overrides[0]}" if len(overrides) == 1 and overrides[0] else ""
@@ -43,7 +46,7 @@ def reproduce_command(frame) -> str:
 def write_leaderboard(cfg: DictConfig) -> list[Path]:
     frame, quality = _load(cfg)
     md, paths = downstream.write_leaderboard(frame, quality, Path(cfg.paths.results) / "leaderboards",
-                                             reproduce_command(frame))
+                                             reproduce_command(frame, cfg))
     print(md)
     return paths
 

@@ -87,3 +87,21 @@ def test_info_is_complete(name):
 def test_unknown_detector_lists_the_known_ones():
     with pytest.raises(ValueError, match="registered detectors"):
         create_detector("no_such_detector")
+
+
+@pytest.mark.parametrize("name", ["segformer", "iml_vit", "mesorch"])
+def test_optional_dice_term_adds_to_the_native_loss(name):
+    batch = _batch()
+    torch.manual_seed(0)
+    plain = create_detector(name, variant="tiny").train()
+    torch.manual_seed(0)
+    with_dice = create_detector(name, variant="tiny", dice_weight=1.0).train()
+    x = plain.normalize(batch["image"])
+    torch.manual_seed(1)
+    out = plain(x)
+    torch.manual_seed(1)
+    out_d = with_dice(x)
+    total, parts = plain.loss(out, batch)
+    total_d, parts_d = with_dice.loss(out_d, batch)
+    assert "dice" not in parts and 0.0 < parts_d["dice"] <= 1.0
+    assert float(total_d) == pytest.approx(float(total) + parts_d["dice"], rel=1e-5)
