@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sigma-bench-installed
 PROFILE ?= cpu-quick
 
-.PHONY: setup run test clean-data
+.PHONY: setup run compare test clean-data
 
 setup: $(STAMP)
 
@@ -16,8 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# SIGMA's cells; the leaderboard it prints also reads the comparison cells already in results/runs/
 run: $(STAMP)
-	$(BIN)/bench run --generator sigma,pixel_diff,oracle --detector all --profile $(PROFILE)
+	$(BIN)/bench run --generator sigma --detector all --profile $(PROFILE)
+
+# the comparison rows the headline needs: detectors trained on pixel-difference and on ground-truth masks
+compare: $(STAMP)
+	$(BIN)/bench run --generator pixel_diff,oracle --detector all --profile $(PROFILE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

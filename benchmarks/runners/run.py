@@ -193,13 +193,15 @@ def training_data(cfg: DictConfig, name: str, key: str, items: list[ImlItem], co
 
 
 def git_commit() -> str:
-    """HEAD of the repository this package lives in, '+dirty' when tracked files changed; 'unknown' outside git."""
+    """HEAD of the repository this package lives in, '+dirty' when tracked files outside ``results/`` (which
+    runs rewrite) changed; 'unknown' outside git."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True,
                               timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results"], cwd=here, capture_output=True, text=True, check=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+dirty" if dirty else "")
