@@ -52,8 +52,30 @@ def _nan_to(v: float | None, default: float) -> float:
     return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
 
 
+def side_effect_slices(rows: list[dict[str, Any]]) -> str:
+    """Per-image F1 (thr 0.5) over manipulated pairs with and without side-effect edits (edits the
+    instruction does not mention, included in the truth mask), pooled over datasets; '' without that column."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    if frame.empty or "side_effect" not in frame:
+        return ""
+    frame = frame[frame["manipulated"].astype(bool)].dropna(subset=["f1"])
+    frame = frame.assign(side_effect=frame["side_effect"].fillna(False).astype(bool))
+    stats = frame.groupby(["generator", "side_effect"])["f1"].agg(["mean", "size"]).unstack("side_effect")
+    order = stats[("mean", True)].sort_values(ascending=False).index if ("mean", True) in stats else stats.index
+    lines = ["| generator | F1, pairs with side effects | F1, pairs without | n with / without |", "|---|---|---|---|"]
+    for g in order:
+        get = lambda key, flag: stats[(key, flag)].get(g) if (key, flag) in stats else None  # noqa: E731
+        n_with, n_without = get("size", True), get("size", False)
+        lines.append(f"| {g} | {_fmt(get('mean', True))} | {_fmt(get('mean', False))} | "
+                     f"{0 if n_with is None else int(n_with)} / {0 if n_without is None else int(n_without)} |")
+    return "\n".join(lines)
+
+
 def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: list[str], results_dir: Path, tag: str,
-                                cfg: DictConfig, report: dict[str, Any]) -> list[Path]:
+                                cfg: DictConfig, report: dict[str, Any],
+                                per_pair: list[dict[str, Any]] | None = None) -> list[Path]:
     import pandas as pd
 
     out_dir = results_dir / "leaderboards"
@@ -81,6 +103,10 @@ def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: li
         "Means over datasets of the secondary metrics (pooled = one confusion matrix over all pixels; the oracle "
         "threshold is chosen on the test data itself and is never the headline):", "",
         secondary_markdown(table), "",
+        *(["## Side effects", "",
+           "Pairs whose truth mask also holds an edit the instruction does not mention (the editor's side "
+           "effect) against pairs without one; per-image F1 at 0.5, pooled over the datasets:", "",
+           slices, ""] if (slices := side_effect_slices(per_pair or [])) else []),
         "## Reproduce", "", f"```\n{command}\n```", "",
         f"Resolved config: `{config_path.name}`; counts and timing: `{report_path.name}`; per-pair scores: "
         "`../generators/per_pair/`; geometry: " + str(report.get("geometry")) + ".", "",

@@ -709,15 +709,17 @@ def merge(out: str | Path, source: PairSource | None = None, limit: int | None =
 
 def generator_record(generator: MaskGenerator, gen_cfg: dict[str, Any]) -> dict[str, Any]:
     """Name, info, config and the SHA-256 of every weights file the config points to."""
-    files = {}
-    for key, value in gen_cfg.items():
-        if isinstance(value, str) and value and Path(value).is_file():
-            h = hashlib.sha256()
-            with open(value, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            files[key] = {"path": str(Path(value).resolve()), "sha256": h.hexdigest()}
+    files = {key: {"path": str(Path(value).resolve()), "sha256": sha256_file(Path(value))}
+             for key, value in gen_cfg.items() if isinstance(value, str) and value and Path(value).is_file()}
     return {**asdict(generator.info), "config": gen_cfg, "weights_files": files}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def prepare_output(out: Path, pairs: str, source: PairSource, record: dict[str, Any], mask: str,

@@ -160,7 +160,8 @@ def run_eval(cfg: DictConfig, generators: list[str], datasets: list[tuple[str, P
     from benchmarks.reporting.leaderboard import write_generator_leaderboard
     from benchmarks.reporting.qualitative import generator_grid
 
-    paths = write_generator_leaderboard(table, list(data), results_dir, tag, cfg, report)
+    paths = write_generator_leaderboard(table, list(data), results_dir, tag, cfg, report,
+                                        [row for rows in per_pair.values() for row in rows])
     for name, rows in per_pair.items():
         out = results_dir / "generators" / "per_pair" / f"{name}.csv"
         _write_csv(out, rows)

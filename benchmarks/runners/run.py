@@ -46,7 +46,7 @@ from benchmarks.config import check_option, compose, expand, save_resolved, to_c
 from benchmarks.data.iml import ImlItem, list_iml
 from benchmarks.data.manifest import read_manifest
 from benchmarks.metrics import PixelMetrics
-from benchmarks.runners.annotate import AnnotateOptions, annotate_with_config
+from benchmarks.runners.annotate import AnnotateOptions, annotate_with_config, sha256_file
 from benchmarks.runners.data import ensure_suite
 from benchmarks.runners.eval_detector import evaluate_checkpoint, resolve_test_sets
 from benchmarks.runners.train_detector import (NOT_IN_FINGERPRINT, TrainData, available, run_dir, train_one,
@@ -117,18 +117,10 @@ def ensure_weights(gcfg: DictConfig, generator: str) -> None:
     print(f"[done]    {generator} trained in {summary['total_seconds']} s: {out}", flush=True)
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def annotation_key(gcfg: DictConfig, corpus: Corpus) -> str:
     """Hash of the generator's resolved config, the bytes of every file it names, and the corpus path."""
     values = to_container(gcfg.generator)
-    files = {k: file_digest(Path(v)) for k, v in values.items() if isinstance(v, str) and v and Path(v).is_file()}
+    files = {k: sha256_file(Path(v)) for k, v in values.items() if isinstance(v, str) and v and Path(v).is_file()}
     blob = json.dumps({"generator": values, "files": files, "corpus": str(corpus.pairs)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -144,7 +136,7 @@ def annotate_corpus(gcfg: DictConfig, name: str, corpus: Corpus, key: str) -> tu
         return items, {"source": "ground-truth masks", "pairs": len(items)}
     out = Path(gcfg.paths.runs) / "annotate" / f"{name}-{key}"
     listing = out / "iml.json"
-    if not listing.is_file():
+    if not _complete(out):
         options = AnnotateOptions(batch_size=int(gcfg.profile.batch_size), num_workers=int(gcfg.profile.num_workers),
                                   on_error="skip")
         start = time.perf_counter()
@@ -156,6 +148,12 @@ def annotate_corpus(gcfg: DictConfig, name: str, corpus: Corpus, key: str) -> tu
     info = {"source": str(out), "pairs": prov["counts"]["annotated"], "skipped": prov["counts"]["skipped"],
             "pairs_per_s": prov["timing"]["pairs_per_s"], "weights_files": prov.get("generator", {}).get("weights_files")}
     return list_iml(listing), info
+
+
+def _complete(out: Path) -> bool:
+    """An annotation folder whose merge saw every pair done (a partial merge also writes iml.json)."""
+    path = out / "provenance.json"
+    return path.is_file() and bool(json.loads(path.read_text()).get("complete"))
 
 
 def mask_quality(items: list[ImlItem], truth: dict[str, Path]) -> dict[str, Any]:
