@@ -325,5 +325,5 @@ def train_and_export(cfg: DictConfig, variant: str = "sigma (full)", stage: str 
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     target = Path(cfg.sigma.export) if variant == "sigma (full)" else grounding_export(cfg)
     out = export(net, cfg, summary, target, data.info)
-    save_resolved(cfg, out.parent, "config.yaml")
+    save_resolved(cfg, out.parent, "config.yaml" if variant == "sigma (full)" else f"{out.stem}.config.yaml")
     return out, summary, data.info
