@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -21,7 +22,7 @@ def _cells(results):
     return sorted(p.parent.relative_to(results / "runs").as_posix() for p in (results / "runs").glob("*/*/cell.json"))
 
 
-def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, monkeypatch, capsys):
+def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, monkeypatch, capsys, _bench_home):
     results = tmp_path / "res"
     argv = ["run", "--generator", "pixel_diff,oracle", "--detector", "segformer", *SMOKE, f"paths.results={results}"]
     real = run_module.train_one
@@ -64,9 +65,19 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
                  "qualitative_detectors_oracle"):
         assert (results / "figures" / f"{stem}.png").stat().st_size > 0 and (results / "figures" / f"{stem}.pdf").is_file()
 
-    # leaderboard / plots alone read results/ only; --force redoes the cells
+    # leaderboard / plots alone read results/ only
     assert main(["leaderboard", f"paths.results={results}"]) == 0
     assert main(["plots", f"paths.results={results}"]) == 0
+
+    # other test sets: the trained detectors are tested again, not retrained
+    logs = {p: p.read_text() for p in Path(_bench_home).glob("runs/detectors/run-*/segformer/log.csv")}
+    assert len(logs) == 2
+    assert main(["run", "--dataset", "synth_removal", *argv[1:]]) == 0
+    assert {p: p.read_text() for p in logs} == logs
+    assert set(json.loads((results / "runs" / "oracle" / "segformer" / "cell.json").read_text())["metrics"]) == \
+        {"synth_removal"}
+
+    # --force redoes the cells
     calls.clear()
     assert main([*argv[:5], "--force", *argv[5:]]) == 0
     assert len(calls) == 2

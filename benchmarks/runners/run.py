@@ -16,8 +16,9 @@ profile's test datasets, and publish the cell into ``<paths.results>/runs/<G>/<D
     cell.json      metrics per dataset, training summary, timing, generator provenance, git commit
     metrics.csv    one row per test dataset;  config.yaml  the resolved config;  examples/<set>.png  a prediction
 
-A cell is finished when its run folder holds ``cell.json``; a re-run skips finished cells (``--force``
-redoes them) and resumes an interrupted training from its ``last.pt``. Every generator also gets
+A cell is finished when its run folder holds ``cell.json`` for the same test sets and test geometry; a
+re-run skips finished cells (``--force`` redoes them), re-tests a trained detector asked for other test
+sets, and resumes an interrupted training from its ``last.pt``. Every generator also gets
 ``<paths.results>/runs/<G>/annotation.json`` (mask quality vs the corpus's ground truth, when it has any,
 speed, counts). The run ends with ``bench leaderboard`` and ``bench plots`` over everything in
 ``<paths.results>/runs/``.
@@ -239,10 +240,13 @@ def run_cell(cfg: DictConfig, overrides: list[str], generator: str, detector: st
     folder = run_dir(dcfg, data.name, detector)
     done = folder / "cell.json"
     target = cell_folder(dcfg, generator, detector)
+    test_geometry = f"{dcfg.train.test.geometry.mode}-{dcfg.train.test.geometry.size}"
     if done.is_file() and not force:
         cell = json.loads(done.read_text())
-        publish(cell, target, folder / "config.yaml")
-        return "skipped", cell
+        if set(cell["metrics"]) == {name for name, _ in sets} and cell.get("test_geometry") == test_geometry:
+            publish(cell, target, folder / "config.yaml")
+            return "skipped", cell
+        log.info("%s x %s: trained earlier, tested on other sets or geometry; testing again", generator, detector)
     start = time.perf_counter()
     summary = train_one(dcfg, detector, data, force=force)
     trained = time.perf_counter()
@@ -261,7 +265,7 @@ def run_cell(cfg: DictConfig, overrides: list[str], generator: str, detector: st
         "checkpoint": str(checkpoint), "annotation": annotation, "git_commit": git_commit(),
         "seconds": {"train_this_invocation": round(trained - start, 1),
                     "test": round(time.perf_counter() - trained, 1)},
-        "test_geometry": f"{dcfg.train.test.geometry.mode}-{dcfg.train.test.geometry.size}",
+        "test_geometry": test_geometry,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     save_resolved(dcfg, folder)
