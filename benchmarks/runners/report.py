@@ -16,6 +16,11 @@ from benchmarks.config import check_option, compose
 from benchmarks.reporting import downstream, plots
 
 
+# overrides that change how a run looks, not what it computes (left out of the reproduce line)
+INERT = ("train.progress=", "train.num_workers=", "profile.num_workers=", "train.resume=", "train.checkpoint_every=",
+         "-v")
+
+
 def _runs(cfg: DictConfig) -> Path:
     return Path(cfg.paths.results) / "runs"
 
@@ -37,7 +42,8 @@ def reproduce_command(frame, cfg: DictConfig) -> str:
     dets = set(frame["detector"])
     dets = "all" if dets == set(expand("detector", "all", cfg)) else ",".join(sorted(dets))
     profile = ",".join(sorted(set(frame["profile"].dropna()))) or "cpu-quick"
-    overrides = sorted(set(frame["overrides"].fillna("")))
+    overrides = sorted({" ".join(o for o in line.split() if not o.startswith(INERT))
+                        for line in frame["overrides"].fillna("")})
     extra = f" {overrides[0]}" if len(overrides) == 1 and overrides[0] else ""
     line = f"bench run --generator {gens} --detector {dets} --profile {profile}{extra}"
     return line if len(overrides) <= 1 else line + f"  # cells were made with different overrides: {overrides}"
