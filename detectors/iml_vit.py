@@ -34,7 +34,7 @@ from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 from torch import nn
 
 from detectors.base import Detector, DetectorInfo, register_detector
-from detectors.losses import bce, dice, edge_map, target_at
+from detectors.losses import add_dice, bce, edge_map, target_at
 
 PAPER = ("Ma et al., 'IML-ViT: Benchmarking Image Manipulation Localization by Vision Transformer', "
          "arXiv:2307.14863 (2023)")
@@ -315,12 +315,7 @@ class IMLViT(Detector):
         seg = bce(logits, batch)
         edge_term = self.edge_lambda * bce(logits, batch, weight=edge)
         parts = {"bce": float(seg.detach()), "edge_bce": float(edge_term.detach())}
-        total = seg + edge_term
-        if self.dice_weight:
-            loss_dice = dice(logits, batch)
-            total = total + self.dice_weight * loss_dice
-            parts["dice"] = float(loss_dice.detach())
-        return total, parts
+        return add_dice(seg + edge_term, parts, logits, batch, self.dice_weight), parts
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -46,6 +46,17 @@ def dice(logits: torch.Tensor, batch: dict, eps: float = 1.0) -> torch.Tensor:
     return (1 - (2 * inter + eps) / (total + eps)).mean()
 
 
+def add_dice(total: torch.Tensor, parts: dict[str, float], logits: torch.Tensor, batch: dict,
+             weight: float) -> torch.Tensor:
+    """``total + weight * Dice`` with the Dice value logged in `parts` as ``dice``; `total` unchanged when
+    `weight` is 0 (an optional term some families add on top of their published objective)."""
+    if not weight:
+        return total
+    loss_dice = dice(logits, batch)
+    parts["dice"] = float(loss_dice.detach())
+    return total + weight * loss_dice
+
+
 def edge_map(mask: torch.Tensor, width: int = 3) -> torch.Tensor:
     """Boundary band of a binary mask (dilation minus erosion with a `width` square)."""
     pad = width // 2

@@ -49,7 +49,7 @@ from torch import nn
 
 from detectors.base import Detector, DetectorInfo, register_detector
 from detectors.encoders import timm_encoder
-from detectors.losses import bce, dice
+from detectors.losses import add_dice, bce
 
 PAPER = ("Zhu et al., 'Mesoscopic Insights: Orchestrating Multi-scale & Hybrid Architecture for Image "
          "Manipulation Localization', AAAI 2025 (arXiv:2412.13753)")
@@ -284,11 +284,7 @@ class Mesorch(Detector):
         Dice term (``dice_weight``, not in the paper's objective)."""
         loss = bce(out["mask_logits"], batch)
         parts = {"bce": float(loss.detach())}
-        if self.dice_weight:
-            loss_dice = dice(out["mask_logits"], batch)
-            loss = loss + self.dice_weight * loss_dice
-            parts["dice"] = float(loss_dice.detach())
-        return loss, parts
+        return add_dice(loss, parts, out["mask_logits"], batch, self.dice_weight), parts
 
 
 @register_detector("mesorch")

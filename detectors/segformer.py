@@ -11,8 +11,9 @@ adds the IML objective.
 
 Objective: SegFormer's own objective is pixel cross-entropy on logits upsampled to the label size; with one
 forgery channel that is BCE at input resolution over valid pixels, plus an optional Dice term
-(``dice_weight``, 0 by default; the harness config turns it on). ``score_logits`` is None: SegFormer in IML benchmarks is a pixel-only
-baseline, and a score pooled from the mask would only restate the mask metrics.
+(``dice_weight``, 0 by default; the cpu-quick profile turns it on). ``score_logits`` is None: SegFormer in
+IML benchmarks is a pixel-only baseline, and a score pooled from the mask would only restate the mask
+metrics.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from detectors.base import Detector, DetectorInfo, register_detector
-from detectors.losses import bce, dice
+from detectors.losses import add_dice, bce
 from detectors.mit import AllMLPDecoder, mit_encoder
 
 _PAPER = ("Xie et al., SegFormer: Simple and Efficient Design for Semantic Segmentation with Transformers, "
@@ -54,13 +55,8 @@ class SegFormer(Detector):
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         logits = out["mask_logits"]
         loss_bce = bce(logits, batch)
-        total = loss_bce
         parts = {"bce": float(loss_bce.detach())}
-        if self.dice_weight:
-            loss_dice = dice(logits, batch)
-            total = total + self.dice_weight * loss_dice
-            parts["dice"] = float(loss_dice.detach())
-        return total, parts
+        return add_dice(loss_bce, parts, logits, batch, self.dice_weight), parts
 
 
 def _weights_note(arch: str, pretrained_path: str | None, pretrained: bool) -> str:

@@ -174,12 +174,17 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(img) > 127
 
 
-def file_digest(path: str | Path) -> str:
-    """Short SHA-256 of a file's bytes (cache keys: a changed file means a new key)."""
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks (weights files, provenance)."""
     import hashlib
 
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """Short SHA-256 of a file's bytes (cache keys: a changed file means a new key)."""
+    return sha256_file(path)[:16]

@@ -69,6 +69,7 @@ import torch.utils.data
 from PIL import Image
 
 from benchmarks.data.errors import DataError, SkipLog
+from benchmarks.data.imageio import sha256_file
 from benchmarks.data.manifest import MANIFEST, load_pair, manifest_path, parse_line
 from benchmarks.data.parquet import ParquetPairs, expand_files
 from benchmarks.generators.base import MaskGenerator
@@ -713,13 +714,6 @@ def generator_record(generator: MaskGenerator, gen_cfg: dict[str, Any]) -> dict[
              for key, value in gen_cfg.items() if isinstance(value, str) and value and Path(value).is_file()}
     return {**asdict(generator.info), "config": gen_cfg, "weights_files": files}
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def prepare_output(out: Path, pairs: str, source: PairSource, record: dict[str, Any], mask: str,

@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from benchmarks.config import check_option, compose, expand, save_resolved
 from benchmarks.data.errors import SkipLog
+from benchmarks.data.imageio import save_png
 from benchmarks.data.iml import ImlItem, list_iml
 from benchmarks.data.loading import pad_collate, record_skips
 from benchmarks.data.transforms import Geometry
@@ -301,11 +302,7 @@ def save_example(model: Detector, dataset: EpochSamples, path: Path, device: tor
         return
     with torch.no_grad():
         masks, _, _ = predict_batch(model, sample["image"][None].to(device), sample["valid"][None].to(device))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = (masks[0, 0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    Image.fromarray(arr).save(tmp)
-    tmp.replace(path)
+    save_png(path, (masks[0, 0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
 
 
 # ---------------------------------------------------------------------------------------------- command

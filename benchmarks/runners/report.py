@@ -17,8 +17,7 @@ from benchmarks.reporting import downstream, plots
 
 
 # overrides that change how a run looks, not what it computes (left out of the reproduce line)
-INERT = ("train.progress=", "train.num_workers=", "profile.num_workers=", "train.resume=", "train.checkpoint_every=",
-         "-v")
+INERT = ("train.progress=", "train.num_workers=", "profile.num_workers=", "train.resume=", "train.checkpoint_every=")
 
 
 def _runs(cfg: DictConfig) -> Path:
@@ -49,21 +48,22 @@ def reproduce_command(frame, cfg: DictConfig) -> str:
     return line if len(overrides) <= 1 else line + f"  # cells were made with different overrides: {overrides}"
 
 
-def write_leaderboard(cfg: DictConfig) -> list[Path]:
-    frame, quality = _load(cfg)
+def write_leaderboard(cfg: DictConfig, loaded: tuple | None = None) -> list[Path]:
+    frame, quality = loaded or _load(cfg)
     md, paths = downstream.write_leaderboard(frame, quality, Path(cfg.paths.results) / "leaderboards",
                                              reproduce_command(frame, cfg))
     print(md)
     return paths
 
 
-def draw_plots(cfg: DictConfig) -> list[Path]:
-    frame, quality = _load(cfg)
+def draw_plots(cfg: DictConfig, loaded: tuple | None = None) -> list[Path]:
+    frame, quality = loaded or _load(cfg)
     return plots.draw_all(frame, quality, _runs(cfg), Path(cfg.paths.results) / "figures")
 
 
 def leaderboard_and_plots(cfg: DictConfig) -> int:
-    paths = write_leaderboard(cfg) + draw_plots(cfg)
+    loaded = _load(cfg)  # the cells are read once for both
+    paths = write_leaderboard(cfg, loaded) + draw_plots(cfg, loaded)
     print("\n".join(str(p) for p in paths))
     return 0
 

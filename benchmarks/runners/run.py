@@ -41,13 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
 from benchmarks.config import check_option, compose, expand, save_resolved, to_container
+from benchmarks.data.imageio import load_image, load_mask, save_png, sha256_file
 from benchmarks.data.iml import ImlItem, list_iml
 from benchmarks.data.manifest import read_manifest
 from benchmarks.metrics import PixelMetrics
-from benchmarks.runners.annotate import AnnotateOptions, annotate_with_config, sha256_file
+from benchmarks.runners.annotate import AnnotateOptions, annotate_with_config
 from benchmarks.runners.data import ensure_suite
 from benchmarks.runners.eval_detector import evaluate_checkpoint, resolve_test_sets
 from benchmarks.runners.train_detector import (NOT_IN_FINGERPRINT, TrainData, available, run_dir, train_one,
@@ -163,18 +163,13 @@ def mask_quality(items: list[ImlItem], truth: dict[str, Path]) -> dict[str, Any]
     scored = [it for it in items if it.id in truth and it.mask is not None]
     for start in range(0, len(scored), 64):
         chunk = scored[start:start + 64]
-        pred = torch.stack([torch.from_numpy(_read_mask(it.mask)) for it in chunk])[:, None].float()
-        gt = torch.stack([torch.from_numpy(_read_mask(truth[it.id])) for it in chunk])[:, None]
+        pred = torch.stack([torch.from_numpy(load_mask(it.mask)) for it in chunk])[:, None].float()
+        gt = torch.stack([torch.from_numpy(load_mask(truth[it.id])) for it in chunk])[:, None]
         pixel.update(pred, gt, torch.ones_like(gt, dtype=torch.bool))
     if not scored:
         return {"scored_pairs": 0}
     m = pixel.compute()
     return {"scored_pairs": len(scored), **{k: m[k] for k in ("f1_per_image", "iou_per_image", "f1_pooled")}}
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("L")) > 127
 
 
 def training_data(cfg: DictConfig, name: str, key: str, items: list[ImlItem], corpus: Corpus,
@@ -290,8 +285,8 @@ def save_test_examples(cfg: DictConfig, sets: list[tuple[str, list[ImlItem]]]) -
         if index is None:
             continue
         sample = ds[index]
-        _save_png(folder / f"{name}_image.png", sample["image"].permute(1, 2, 0).numpy())
-        _save_png(folder / f"{name}_truth.png", sample["mask"][0].numpy())
+        save_png(folder / f"{name}_image.png", _uint8(sample["image"].permute(1, 2, 0).numpy()))
+        save_png(folder / f"{name}_truth.png", sample["mask"][0].numpy() > 0.5)
 
 
 def save_corpus_examples(cfg: DictConfig, generator: str, items: list[ImlItem], corpus: Corpus) -> None:
@@ -302,18 +297,17 @@ def save_corpus_examples(cfg: DictConfig, generator: str, items: list[ImlItem], 
     for item_id in val:
         item = by_id[item_id]
         if item.mask is not None:
-            _save_png(root / generator / "corpus_examples" / f"{item_id}.png", _read_mask(item.mask).astype(np.float32))
+            save_png(root / generator / "corpus_examples" / f"{item_id}.png", load_mask(item.mask))
         shared = root / "_examples" / "corpus"
         if not (shared / f"{item_id}_image.png").is_file():
-            with Image.open(item.image) as im:
-                _save_png(shared / f"{item_id}_image.png", np.asarray(im.convert("RGB")) / 255.0)
+            save_png(shared / f"{item_id}_image.png", load_image(item.image))
             if item_id in corpus.truth:
-                _save_png(shared / f"{item_id}_truth.png", _read_mask(corpus.truth[item_id]).astype(np.float32))
+                save_png(shared / f"{item_id}_truth.png", load_mask(corpus.truth[item_id]))
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((np.clip(array, 0, 1) * 255.0 + 0.5).astype(np.uint8)).save(path)
+def _uint8(array: np.ndarray) -> np.ndarray:
+    """[0, 1] floats as 8-bit."""
+    return (np.clip(array, 0, 1) * 255.0 + 0.5).astype(np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------- command
@@ -328,7 +322,7 @@ def run_command(args: argparse.Namespace) -> int:
     generators = run_generators(args.generator, cfg)
     detectors = available(expand("detector", args.detector, cfg), args.detector)
     corpus = open_corpus(cfg, args.pairs)
-    sets = resolve_test_sets(cfg, "all" if args.dataset is None else args.dataset, overrides)
+    sets = resolve_test_sets(cfg, args.dataset, overrides)
     save_test_examples(cfg, sets)
     log.info("bench run: generators %s x detectors %s on %s; test sets %s", generators, detectors, corpus.pairs,
              [n for n, _ in sets])
