@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 
@@ -177,6 +178,7 @@ def _setup_logging(verbose: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])  # recorded in outputs
     _setup_logging(getattr(args, "verbose", False))
     bad = [o for o in getattr(args, "overrides", []) if "=" not in o]
     if bad:

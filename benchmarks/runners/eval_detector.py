@@ -44,7 +44,7 @@ from benchmarks.data.loading import pad_collate, record_skips
 from benchmarks.data.transforms import Geometry
 from benchmarks.metrics import BestThresholdF1, ImageMetrics, PixelAUC, PixelMetrics
 from benchmarks.runners.train_detector import (EpochSamples, available, detector_params, image_scores, run_device,
-                                               run_dir, train_name, write_json)
+                                               run_dir, runs_root, train_name, write_json)
 from detectors import Detector, create_detector
 from detectors.train import load_weights
 
@@ -288,6 +288,44 @@ def evaluate_checkpoint(cfg: DictConfig, detector: str, checkpoint: Path, sets: 
     return out
 
 
+def constant_references(cfg: DictConfig, sets: list[tuple[str, list[ImlItem]]]) -> dict[str, dict[str, float]]:
+    """Per-image F1 (threshold 0.5) of an all-zero and an all-one prediction on each test set, at the test
+    geometry of ``cfg.train.test``: the floor a trained detector has to clear."""
+    test = cfg.train.test
+    geometry = Geometry(test.geometry.mode, int(test.geometry.size))
+    refs: dict[str, dict[str, float]] = {"all-zero": {}, "all-one": {}}
+    for dname, items in sets:
+        ds = EpochSamples(items, geometry, name=dname, train=False, seed=int(cfg.seed), on_error=test.on_error)
+        loader = torch.utils.data.DataLoader(ds, batch_size=int(test.batch_size), collate_fn=pad_collate)
+        zero, one = PixelMetrics(), PixelMetrics()
+        for batch in loader:
+            if "mask" in batch:
+                zero.update(torch.zeros_like(batch["mask"]), batch["mask"], batch["valid"])
+                one.update(torch.ones_like(batch["mask"]), batch["mask"], batch["valid"])
+        refs["all-zero"][dname] = zero.compute()["f1_per_image"]
+        refs["all-one"][dname] = one.compute()["f1_per_image"]
+    return refs
+
+
+def publish(cfg: DictConfig, train: str, detectors: list[str], sets: list[tuple[str, list[ImlItem]]],
+            args: argparse.Namespace) -> Path:
+    """The training run's detector leaderboard in ``<results>/leaderboards/detectors_<train>.md`` (with
+    metrics.csv and val_curves.csv in ``<results>/detectors/<train>/``), over every detector of the run
+    that has been tested on these sets."""
+    from benchmarks.reporting.detectors import collect_run, write_detector_report
+
+    run = runs_root(cfg, train)
+    tested = sorted(p.name for p in run.iterdir() if (p / "summary.json").is_file()) if run.is_dir() else detectors
+    metrics, curves, summaries = collect_run(run, tested, [d for d, _ in sets])
+    trained = sorted({s.get("command") or "" for s in summaries.values()} - {""})
+    reproduce = trained or [f"bench train-detector --train {args.train} --profile {args.profile}"
+                            f"{f' --name {args.name}' if args.name else ''}  # training overrides: <run>/config.yaml"]
+    reproduce.append(" ".join(["bench eval-detector", f"--train {args.train}", f"--profile {args.profile}",
+                               *([f"--name {args.name}"] if args.name else []), *args.overrides]))
+    return write_detector_report(Path(cfg.paths.results), train, metrics, curves, summaries,
+                                 constant_references(cfg, sets), reproduce)
+
+
 def example_index(dataset: EpochSamples) -> int | None:
     """The first manipulated item of a test set (the one the figures show)."""
     return next((i for i, it in enumerate(dataset.items) if it.mask is not None), None)
@@ -332,4 +370,6 @@ def eval_detector_command(args: argparse.Namespace) -> int:
     print("| detector | dataset | F1 per image @0.5 | IoU per image @0.5 | F1 oracle thr | pixel AUC pooled | "
           "image AUC |\n|---|---|---|---|---|---|---|")
     print("\n".join(lines))
+    if not args.checkpoint:
+        print(f"leaderboard of the training run, with all-zero / all-one references: {publish(cfg, name, detectors, sets, args)}")
     return 0

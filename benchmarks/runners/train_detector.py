@@ -268,13 +268,19 @@ def fingerprint(cfg: DictConfig, data: TrainData) -> str:
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def runs_root(cfg: DictConfig, name: str) -> Path:
+    """The folder of one training run (one sub-folder per detector)."""
+    return Path(cfg.paths.runs) / "detectors" / name
+
+
 def run_dir(cfg: DictConfig, name: str, detector: str) -> Path:
-    return Path(cfg.paths.runs) / "detectors" / name / detector
+    return runs_root(cfg, name) / detector
 
 
 def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: SkipLog | None = None,
-              force: bool = False) -> dict[str, Any]:
-    """Train one detector (cfg composed with ``detector=<name>``); returns the summary written beside it."""
+              force: bool = False, command: str | None = None) -> dict[str, Any]:
+    """Train one detector (cfg composed with ``detector=<name>``); returns the summary written beside it
+    (`command`: the command line that asked for it, recorded for the reproduce lines of the reports)."""
     out = run_dir(cfg, data.name, detector)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     if force and rank == 0 and out.exists():
@@ -321,7 +327,7 @@ def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: Skip
         "batch_size_per_process": int(cfg.train.batch_size), "accumulation": tcfg.accumulation,
         "effective_batch_size": int(cfg.train.batch_size) * world * tcfg.accumulation,
         "skipped_items": _skipped(out, skip_log), "result": asdict(result),
-        "checkpoint": str(out / "best.pt"), "selected_by": (f"validation {tcfg.select_metric} ({tcfg.select_mode})"
+        "command": command, "checkpoint": str(out / "best.pt"), "selected_by": (f"validation {tcfg.select_metric} ({tcfg.select_mode})"
                                                             if result.best else "last (no validation)"),
     }
     if rank == 0:
@@ -393,7 +399,8 @@ def train_detector_command(args: argparse.Namespace) -> int:
         for name in detectors:
             dcfg = compose([*overrides, f"detector={name}"], command="train-detector")
             try:
-                summary = train_one(dcfg, name, data, skip_log=listing, force=args.force)
+                summary = train_one(dcfg, name, data, skip_log=listing, force=args.force,
+                                    command=getattr(args, "command_line", None))
             except NonFiniteLossError as exc:
                 if args.verbose:
                     raise

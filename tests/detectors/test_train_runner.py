@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from sklearn.metrics import f1_score
 from torch import nn
 
 from benchmarks.cli import main
@@ -104,8 +106,8 @@ def test_train_then_eval_end_to_end(tiny, capsys):
     train_list = write_list(tiny / "train_set", n_manipulated=8, n_authentic=2)
     val_list = write_list(tiny / "val_set", n_manipulated=3, n_authentic=1, seed=2)
     test_list = write_list(tiny / "test_set", n_manipulated=3, n_authentic=2, seed=1)
-    common = [f"paths.runs={tiny / 'runs'}", "train.batch_size=4", "train.num_workers=0", "train.progress=false",
-              "train.test.num_workers=0"]
+    common = [f"paths.runs={tiny / 'runs'}", f"paths.results={tiny / 'results'}", "train.batch_size=4",
+              "train.num_workers=0", "train.progress=false", "train.test.num_workers=0"]
     assert main(["train-detector", "--detector", NAME, "--train", str(train_list), "--val", str(val_list),
                  "train.epochs=2", "train.checkpoint_every=1", *common]) == 0
     run = tiny / "runs" / "detectors" / "train_set-list" / NAME
@@ -132,6 +134,29 @@ def test_train_then_eval_end_to_end(tiny, capsys):
     assert blur0 is not None  # identity condition over the first 3 images
     assert (run / "eval" / "metrics.csv").is_file() and (run / "eval" / "robustness.csv").is_file()
     assert len((run / "eval" / "list.per_image.csv").read_text().strip().splitlines()) == 6
+
+    board = (tiny / "results" / "leaderboards" / "detectors_train_set-list.md").read_text()
+    assert f"| {NAME} | {m['f1_per_image']:.3f} |" in board  # the detector's row, from eval/list.json
+    assert "| *all-zero (reference)* | 0.000 |" in board and "*all-one (reference)*" in board
+    assert "bench train-detector --detector tiny_test --train" in board  # the recorded training command
+    curves = pd.read_csv(tiny / "results" / "detectors" / "train_set-list" / "val_curves.csv")
+    assert list(curves["epoch"]) == [1, 2] and set(curves["detector"]) == {NAME}
+
+
+def test_constant_references_match_sklearn(tiny):
+    """The all-zero / all-one floors of the detector leaderboard: per-image F1 over manipulated images."""
+    test_list = write_list(tiny / "test_set", n_manipulated=4, n_authentic=2, seed=3)
+    cfg = cfg_for(tiny, "train.test.geometry.mode=none")
+    refs = eval_detector.resolve_test_sets(cfg, str(test_list), [])
+    got = eval_detector.constant_references(cfg, refs)
+    expected = []
+    for image, mask in json.loads(test_list.read_text()):
+        if mask == "Negative":
+            continue
+        truth = (np.asarray(Image.open(test_list.parent / mask)) > 127).ravel()
+        expected.append(f1_score(truth, np.ones_like(truth)))
+    assert got["all-one"]["list"] == pytest.approx(float(np.mean(expected)), abs=1e-6)
+    assert got["all-zero"]["list"] == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- bad input
