@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.runners.annotate import AnnotateOptions, annotate, open_source, set_cpu_threads
+from benchmarks.data.pair_sources import open_source
+from benchmarks.runners.annotate import AnnotateOptions, annotate, set_cpu_threads
 
 
 class SyntheticSource:

@@ -44,241 +44,36 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
-import heapq
 import json
 import logging
 import os
 import platform
-import re
 import shutil
 import threading
 import time
-from array import array
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 import torch.utils.data
 from PIL import Image
 
-from benchmarks.data.errors import DataError, SkipLog
 from benchmarks.data.imageio import sha256_file
-from benchmarks.data.manifest import MANIFEST, load_pair, manifest_path, parse_line
-from benchmarks.data.parquet import ParquetPairs, expand_files
+from benchmarks.data.pair_sources import SKIP, PairSource, open_source
 from benchmarks.generators.base import MaskGenerator
+from benchmarks.runners.annotation_shards import FORMAT, file_stem, merge, read_done, write_text
 
 log = logging.getLogger(__name__)
 
-FORMAT = "sigma-bench/annotation-v1"
-SKIP = "_skip"
 THRESHOLD = 0.5  # the MaskGenerator contract: >= 0.5 reads as "edited"
 
 
-# ---------------------------------------------------------------------------------------------- sources
-
-
-class PairSource(Protocol):
-    """What the annotation loop streams from. ``iter_items`` yields, in increasing global index, one dict
-    per selected index < ``stop``: a pair (``index id original edited instruction original_resized edited_path
-    original_path source``, images uint8 HWC) or a skip marker (``index id _skip error``)."""
-
-    kind: str
-    edited_on_disk: bool  # False: the edited images are written to DIR/images so the IMDL-BenCo list can name them
-
-    def count(self, limit: int | None = None) -> int: ...
-    def describe(self) -> dict[str, Any]: ...
-    def check_same(self, recorded: dict[str, Any]) -> None: ...
-    def iter_items(self, residue: int, step: int, start: int, stop: int, on_error: str) -> Iterator[dict]: ...
-
-
-def _marker(index: int, item_id: str, reason: str, error: str) -> dict[str, Any]:
-    return {"index": index, "id": item_id, SKIP: reason, "error": error}
-
-
-def _sha256_head(path: Path, size: int) -> str:
-    h, left = hashlib.sha256(), size
-    with open(path, "rb") as fh:
-        while left > 0:
-            chunk = fh.read(min(left, 1 << 20))
-            if not chunk:
-                break
-            h.update(chunk)
-            left -= len(chunk)
-    return h.hexdigest()
-
-
-class ManifestSource:
-    """A pairs-manifest folder, read line by line (never loaded whole)."""
-
-    kind = "manifest"
-    edited_on_disk = True
-
-    def __init__(self, folder: str | Path):
-        self.path = manifest_path(folder).resolve()
-        self.root = self.path.parent
-
-    def _lines(self) -> Iterator[tuple[int, int, str]]:
-        with open(self.path, encoding="utf-8") as fh:
-            index = 0
-            for lineno, line in enumerate(fh, start=1):
-                if line.strip():
-                    yield index, lineno, line
-                    index += 1
-
-    def count(self, limit: int | None = None) -> int:
-        n = 0
-        for _ in self._lines():
-            if limit is not None and n >= limit:
-                break
-            n += 1
-        return n
-
-    def describe(self) -> dict[str, Any]:
-        size = self.path.stat().st_size
-        return {"kind": self.kind, "path": str(self.path), "size": size, "sha256": _sha256_head(self.path, size)}
-
-    def check_same(self, recorded: dict[str, Any]) -> None:
-        # growing by appended lines is fine (indices of existing lines stay); anything else is not
-        size = int(recorded.get("size", -1))
-        if (recorded.get("kind") != self.kind or self.path.stat().st_size < size
-                or _sha256_head(self.path, size) != recorded.get("sha256")):
-            raise ValueError(f"{self.path}: this manifest changed since the output folder was started (only appending "
-                             "lines is allowed); annotate into a new --out folder")
-
-    def iter_items(self, residue: int, step: int, start: int, stop: int, on_error: str) -> Iterator[dict]:
-        for index, lineno, line in self._lines():
-            if index >= stop:
-                break
-            if index < start or index % step != residue:
-                continue
-            item_id = f"line-{lineno}"
-            try:
-                rec = parse_line(line, self.root, f"{self.path}:{lineno}")
-                item_id = rec.id
-                arrays = load_pair(replace(rec, mask=None))  # annotation never reads ground truth
-            except DataError as err:
-                if on_error == "raise":
-                    raise
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    item_id = str(json.loads(line).get("id", item_id))
-                yield _marker(index, item_id, err.reason, str(err))
-                continue
-            yield {"index": index, "id": rec.id, "original": arrays["original"], "edited": arrays["image"],
-                   "instruction": rec.instruction, "original_resized": arrays["original_resized"],
-                   "edited_path": rec.edited, "original_path": rec.original, "source": None}
-
-
-@dataclass
-class _Sink(SkipLog):
-    """Collects the reader's skips so the stream can turn each skipped row into a marker with its index."""
-
-    items: list[tuple[str, str, str]] = field(default_factory=list)
-
-    def record(self, item_id: str, error: Exception) -> None:
-        self.items.append((item_id, getattr(error, "reason", type(error).__name__), str(error)))
-
-
-class ParquetSource:
-    """Hub-style parquet files, streamed by :class:`ParquetPairs` (mask columns are not read)."""
-
-    kind = "parquet"
-    edited_on_disk = False
-
-    def __init__(self, spec: str | Path):
-        self.files = [p.resolve() for p in expand_files(spec)]
-        self._counts: list[int] | None = None
-        self.file_errors: list[tuple[str, str, str]] = []
-
-    def _reader(self, on_error: str, sink: SkipLog) -> ParquetPairs:
-        return ParquetPairs(self.files, columns={"mask": None}, on_error=on_error, skip_log=sink)
-
-    @property
-    def row_counts(self) -> list[int]:
-        """Rows per file from the footers; an unreadable file counts 0 and is listed in ``file_errors``."""
-        if self._counts is None:
-            sink = _Sink()
-            self._counts = list(self._reader("skip", sink).row_counts)
-            self.file_errors = sink.items
-        return self._counts
-
-    def count(self, limit: int | None = None) -> int:
-        total = sum(self.row_counts)
-        return total if limit is None else min(total, limit)
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "files": [[str(p), n] for p, n in zip(self.files, self.row_counts)]}
-
-    def check_same(self, recorded: dict[str, Any]) -> None:
-        if recorded.get("kind") != self.kind or recorded.get("files") != self.describe()["files"]:
-            raise ValueError("the parquet files (names or row counts) changed since the output folder was started; "
-                             "global row indices would no longer match the shards: annotate into a new --out folder")
-
-    def _default_id(self, index: int) -> str:
-        bounds = np.cumsum([0, *self.row_counts]).tolist()
-        f = bisect_right(bounds, index) - 1
-        return f"{self.files[f].stem}-{index - bounds[f]}"
-
-    def iter_items(self, residue: int, step: int, start: int, stop: int, on_error: str) -> Iterator[dict]:
-        sink = _Sink()
-        reader = self._reader(on_error, sink).shard(residue, step).resume(start)
-        file_ids = {str(p) for p in self.files}
-        expected = start + (residue - start) % step
-        rows = iter(reader)
-        while True:
-            row = next(rows, None)
-            upto = stop if row is None else min(row["row"], stop)
-            gap = list(range(expected, upto, step))
-            records = [r for r in sink.items if r[0] not in file_ids]  # file-level errors: reported by the merge
-            sink.items.clear()
-            yield from self._gap_markers(gap, records)
-            if row is None or row["row"] >= stop:
-                return
-            expected = row["row"] + step
-            yield {"index": row["row"], "id": row["id"], "original": row["original"], "edited": row["edited"],
-                   "instruction": row["instruction"], "original_resized": row["original_resized"],
-                   "edited_path": None, "original_path": None, "source": row["source"]}
-
-    def _gap_markers(self, gap: list[int], records: list[tuple[str, str, str]]) -> Iterator[dict]:
-        """Every selected row the reader did not return is a skip; pair them with the reader's records."""
-        if len(records) == len(gap):
-            for index, (item_id, reason, error) in zip(gap, records):
-                yield _marker(index, item_id, reason, error)
-            return
-        _, reason, error = records[-1] if records else ("", "unreadable", "row not returned by the parquet reader")
-        for index in gap:
-            yield _marker(index, self._default_id(index), reason, error)
-
-
-def open_source(spec: str | Path) -> ManifestSource | ParquetSource:
-    """A pairs-manifest folder (or its manifest.jsonl), else parquet files (a file, folder or glob)."""
-    path = Path(spec)
-    if (path.is_dir() and (path / MANIFEST).is_file()) or path.suffix == ".jsonl":
-        return ManifestSource(path)
-    try:
-        return ParquetSource(spec)
-    except DataError as exc:
-        raise DataError(f"{spec}: neither a pairs-manifest folder (with {MANIFEST}) nor parquet files ({exc})",
-                        path=spec, reason="missing") from exc
-
-
-# ---------------------------------------------------------------------------------------------- layout, files
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def file_stem(item_id: str) -> str:
-    """A file name for an id: the id itself when safe, else a cleaned id plus a short hash (stays unique)."""
-    stem = _UNSAFE.sub("_", item_id)[:120]
-    if stem != item_id or not stem or stem.startswith("."):
-        stem = f"{stem.lstrip('.')}-{hashlib.sha1(item_id.encode()).hexdigest()[:10]}"
-    return stem
+# ---------------------------------------------------------------------------------------------- the stream
 
 
 def _save_png(path: Path, array: np.ndarray, tmp_dir: Path) -> None:
@@ -288,40 +83,8 @@ def _save_png(path: Path, array: np.ndarray, tmp_dir: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: several processes may write the same file
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _rel(path: Path, out: Path) -> str:
     return Path(os.path.relpath(os.path.abspath(path), out)).as_posix()
-
-
-def _entry_index(line: str) -> int:
-    if line.startswith('{"index": '):  # shard lines are written index first: skip the JSON parser
-        return int(line[10:line.index(",", 10)])
-    return int(json.loads(line)["index"])
-
-
-def _is_skip_line(line: str) -> bool:
-    return '"skipped": ' in line  # a quote inside a string value is escaped, so this cannot match an instruction
-
-
-def read_done(out: Path, *, rank: int, world: int, retry_skipped: bool = False) -> np.ndarray:
-    """Sorted unique global indices of this rank's pairs listed in committed shards (any earlier world size)."""
-    done = array("q")
-    for path in sorted((out / "shards").glob("rank*-*.jsonl")):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip() and not (retry_skipped and _is_skip_line(line)):
-                    i = _entry_index(line)
-                    if i % world == rank:
-                        done.append(i)
-    return np.unique(np.frombuffer(done, dtype=np.int64)) if len(done) else np.zeros(0, dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------------------------- the stream
 
 
 class PairStream(torch.utils.data.IterableDataset):
@@ -534,175 +297,8 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                "skipped": stats["skipped"], "shards": stats["shards"], "batch_size": options.batch_size,
                "num_workers": options.num_workers, "pairs_per_s": round(processed / seconds, 2) if seconds else None,
                **{k: round(v, 3) for k, v in timing.items()}}
-    _write_text(out / "state" / f"session-rank{rank}-{int(started * 1000)}-{os.getpid()}.json", json.dumps(session))
+    write_text(out / "state" / f"session-rank{rank}-{int(started * 1000)}-{os.getpid()}.json", json.dumps(session))
     return session
-
-
-# ---------------------------------------------------------------------------------------------- merge
-
-
-def _shard_lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield line
-
-
-def merged_entries(out: Path) -> Iterator[dict[str, Any]]:
-    """Every committed shard entry, sorted by global index, one per index (an annotated entry wins over a
-    skipped one). Streams: files are opened only when their first index comes up."""
-    firsts = []
-    for path in (out / "shards").glob("rank*-*.jsonl"):
-        with open(path, encoding="utf-8") as fh:
-            line = fh.readline()
-        if line.strip():
-            firsts.append((_entry_index(line), path.name, path))
-    firsts.sort()
-    heap: list[tuple[int, int, str, Iterator[str]]] = []
-    seq, nxt = 0, 0
-
-    def push(lines: Iterator[str]) -> None:
-        nonlocal seq
-        line = next(lines, None)
-        if line is not None:
-            heapq.heappush(heap, (_entry_index(line), seq, line, lines))
-            seq += 1
-
-    def pop() -> tuple[int, str]:
-        nonlocal nxt
-        while nxt < len(firsts) and (not heap or firsts[nxt][0] <= heap[0][0]):
-            push(_shard_lines(firsts[nxt][2]))
-            nxt += 1
-        index, _, line, lines = heapq.heappop(heap)
-        push(lines)
-        return index, line
-
-    current: tuple[int, str] | None = None
-    while heap or nxt < len(firsts):
-        index, line = pop()
-        if current is not None and current[0] == index:
-            if _is_skip_line(current[1]) and not _is_skip_line(line):
-                current = (index, line)
-            continue
-        if current is not None:
-            yield json.loads(current[1])
-        current = (index, line)
-    if current is not None:
-        yield json.loads(current[1])
-
-
-def _id_hash(item_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(item_id.encode(), digest_size=8).digest(), "little")
-
-
-def _duplicate_ids(out: Path) -> set[str]:
-    hashes = array("Q", (_id_hash(e["id"]) for e in merged_entries(out) if "skipped" not in e))
-    values, counts = np.unique(np.frombuffer(hashes, dtype=np.uint64), return_counts=True) if hashes else ([], [])
-    dup_hashes = {int(v) for v, c in zip(values, counts) if c > 1}
-    if not dup_hashes:
-        return set()
-    seen = Counter(e["id"] for e in merged_entries(out) if "skipped" not in e and _id_hash(e["id"]) in dup_hashes)
-    return {i for i, c in seen.items() if c > 1}
-
-
-def _union_seconds(sessions: list[dict[str, Any]]) -> float:
-    spans = sorted((s["started"], s["started"] + s["seconds"]) for s in sessions)
-    total, end = 0.0, float("-inf")
-    for a, b in spans:
-        total += max(0.0, b - max(a, end))
-        end = max(end, b)
-    return total
-
-
-def software_versions() -> dict[str, str]:
-    import numpy
-    import PIL
-    import pyarrow
-
-    from benchmarks import __version__
-
-    versions = {"sigma-bench": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                "numpy": numpy.__version__, "pillow": PIL.__version__, "pyarrow": pyarrow.__version__,
-                "platform": platform.platform()}
-    if torch.cuda.is_available():
-        versions.update(cuda=str(torch.version.cuda), gpu=torch.cuda.get_device_name(0))
-    return versions
-
-
-def merge(out: str | Path, source: PairSource | None = None, limit: int | None = None) -> dict[str, Any]:
-    """Build iml.json, manifest.jsonl, skipped.jsonl and provenance.json from the committed shards.
-
-    Idempotent (reads only shards and state, writes by rename). ``complete`` is true when every global
-    index below the source's count (or ``limit``) is listed; only then are stale temporary files removed.
-    """
-    out = Path(out).resolve()
-    if not (out / "run.json").is_file():
-        raise FileNotFoundError(f"{out}: no run.json here; merge needs a folder `bench annotate` wrote")
-    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    source = source if source is not None else open_source(run["pairs"])
-    expected = source.count(limit)
-    dups = _duplicate_ids(out)
-    counts = Counter()
-    skipped_by = Counter()
-    covered = 0
-    pid = os.getpid()
-    paths = {name: out / name for name in ("manifest.jsonl", "iml.json", "skipped.jsonl")}
-    tmps = {name: p.with_name(f".{p.name}.{pid}.tmp") for name, p in paths.items()}
-    with contextlib.ExitStack() as stack:
-        man, iml, skipped = (stack.enter_context(open(tmps[name], "w", encoding="utf-8")) for name in paths)
-        iml.write("[")
-        for item_id, reason, error in getattr(source, "file_errors", []):
-            skipped.write(json.dumps({"index": None, "id": item_id, "reason": reason, "error": error}) + "\n")
-            counts["unreadable_files"] += 1
-        for e in merged_entries(out):
-            covered += e["index"] < expected
-            if "skipped" not in e and e["id"] in dups:
-                e = {"index": e["index"], "id": e["id"], "skipped": "duplicate-id",
-                     "error": f"id {e['id']!r} is used by more than one pair; its mask file is ambiguous"}
-            if "skipped" in e:
-                skipped_by[e["skipped"]] += 1
-                skipped.write(json.dumps({"index": e["index"], "id": e["id"], "reason": e["skipped"],
-                                          "error": e["error"]}, ensure_ascii=False) + "\n")
-                continue
-            counts["annotated"] += 1
-            counts["original_resized"] += bool(e.get("original_resized"))
-            counts["empty_instruction"] += not str(e.get("instruction", "")).strip()
-            row = {"id": e["id"], "index": e["index"], "original": e.get("original"), "edited": e["edited"],
-                   "instruction": e["instruction"], "mask": e["mask"], "source": e.get("source"),
-                   "original_resized": e.get("original_resized", False)}
-            man.write(json.dumps({k: v for k, v in row.items() if v is not None}, ensure_ascii=False) + "\n")
-            iml.write(("\n" if counts["annotated"] == 1 else ",\n") + json.dumps([e["edited"], e["mask"]],
-                                                                                ensure_ascii=False))
-        iml.write("\n]\n")
-    for name, p in paths.items():
-        os.replace(tmps[name], p)
-    sessions = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "state").glob("session-*.json"))]
-    wall = _union_seconds(sessions)
-    processed = sum(s["annotated"] + s["skipped"] for s in sessions)
-    complete = covered == expected
-    provenance = {
-        "format": FORMAT, "complete": complete, "generator": run["generator"], "source": run["source"],
-        "pairs": run["pairs"], "mask": run["mask"],
-        "counts": {"pairs": expected, "listed": covered, "missing": expected - covered, "annotated": counts["annotated"],
-                   "skipped": sum(skipped_by.values()), "skipped_by_reason": dict(sorted(skipped_by.items())),
-                   "original_resized": counts["original_resized"], "empty_instruction": counts["empty_instruction"],
-                   "duplicate_ids": len(dups), "unreadable_files": counts["unreadable_files"]},
-        "timing": {"wall_s": round(wall, 3), "pairs_processed": processed,
-                   "pairs_per_s": round(processed / wall, 2) if wall else None, "sessions": sessions},
-        "outputs": {"iml": "iml.json", "manifest": "manifest.jsonl", "skipped": "skipped.jsonl", "masks": "masks/",
-                    "config": "config.yaml"},
-        "config": run.get("config"), "software": software_versions(), "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    _write_text(out / "provenance.json", json.dumps(provenance, indent=2, ensure_ascii=False) + "\n")
-    if complete:
-        shutil.rmtree(out / "tmp", ignore_errors=True)
-        for stale in out.glob(".*.tmp"):  # a killed merge's files; live ones are younger
-            if time.time() - stale.stat().st_mtime > 600:
-                stale.unlink(missing_ok=True)
-    else:
-        log.warning("%s: %d of %d pairs are not annotated yet; run the same command again to finish", out,
-                    expected - covered, expected)
-    return provenance
 
 
 # ---------------------------------------------------------------------------------------------- run folder
@@ -732,7 +328,7 @@ def prepare_output(out: Path, pairs: str, source: PairSource, record: dict[str, 
         return
     run = {"format": FORMAT, "pairs": str(pairs), "source": source.describe(), "generator": record, "mask": mask,
            "config": config}
-    _write_text(path, json.dumps(run, indent=2, ensure_ascii=False) + "\n")
+    write_text(path, json.dumps(run, indent=2, ensure_ascii=False) + "\n")
 
 
 def set_cpu_threads(num_workers: int) -> int:
@@ -760,7 +356,7 @@ def finish(out: Path, source: PairSource, *, rank: int, world: int, group: bool,
            limit: int | None) -> dict[str, Any] | None:
     """Mark this rank done; merge if this process is rank 0 after a barrier, or the last rank to finish."""
     expected = source.count(limit)
-    _write_text(out / "state" / f"done-w{world}-r{rank}.json",
+    write_text(out / "state" / f"done-w{world}-r{rank}.json",
                 json.dumps({"rank": rank, "world": world, "pairs": expected}))
     if group:
         import torch.distributed as dist
