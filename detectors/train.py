@@ -46,7 +46,6 @@ import csv
 import logging
 import math
 import os
-import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -55,10 +54,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from detectors.sampling import EpochBatchSampler, dist_info
+from detectors.train_state import (atomic_save, load_checkpoint, load_weights, rng_state, seed_everything,
+                                   set_rng_state)
 
 log = logging.getLogger(__name__)
 
@@ -139,129 +141,6 @@ class WarmupCosine:
             return (step + 1) / self.warmup
         t = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-
-class EpochBatchSampler(torch.utils.data.Sampler):
-    """Batches of indices whose order depends only on (seed, epoch), split over ranks, startable mid-epoch.
-
-    Like DistributedSampler: the permutation is padded by repetition to a multiple of the world size and
-    rank r takes every world-th index, so every rank sees the same number of batches. ``drop_last`` drops a
-    final partial batch unless that would leave none. ``keyed`` yields ``(epoch, index)`` pairs so a dataset
-    can draw per-epoch augmentation deterministically (also inside worker processes).
-    """
-
-    def __init__(self, n: int, batch_size: int, *, seed: int = 0, shuffle: bool = True, drop_last: bool = True,
-                 rank: int | None = None, world_size: int | None = None, keyed: bool = False):
-        if n < 1 or batch_size < 1:
-            raise ValueError(f"EpochBatchSampler needs n >= 1 and batch_size >= 1, got n={n}, batch_size={batch_size}")
-        default_rank, default_world = dist_info()
-        self.n, self.batch_size, self.seed, self.shuffle, self.drop_last = n, batch_size, seed, shuffle, drop_last
-        self.rank = default_rank if rank is None else rank
-        self.world_size = default_world if world_size is None else world_size
-        self.keyed = keyed
-        self.epoch = 0
-        self.start = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def set_start_batch(self, start: int) -> None:
-        self.start = int(start)
-
-    def _indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.n, generator=g).tolist()
-        else:
-            order = list(range(self.n))
-        per_rank = math.ceil(self.n / self.world_size)
-        order += order[: per_rank * self.world_size - self.n] if per_rank * self.world_size > self.n else []
-        while len(order) < per_rank * self.world_size:  # more ranks than items
-            order += order[: per_rank * self.world_size - len(order)]
-        return order[self.rank::self.world_size]
-
-    def _num_batches(self, count: int) -> int:
-        full = count // self.batch_size
-        return full if (self.drop_last and full) else math.ceil(count / self.batch_size)
-
-    def __len__(self) -> int:
-        return self._num_batches(math.ceil(self.n / self.world_size))
-
-    def __iter__(self) -> Iterator[list]:
-        indices = self._indices()
-        for b in range(self.start, self._num_batches(len(indices))):
-            chunk = indices[b * self.batch_size:(b + 1) * self.batch_size]
-            yield [(self.epoch, i) for i in chunk] if self.keyed else chunk
-
-
-def dist_info() -> tuple[int, int]:
-    """(rank, world size); (0, 1) without a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all CUDA devices included)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG state as plain types and tensors (loadable with ``weights_only=True``)."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
-    }
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_save(obj: Any, path: str | Path) -> Path:
-    """torch.save to a temporary file, fsync, then rename over `path` (a kill never leaves a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load the ``model`` weights of a trainer checkpoint (last.pt or best.pt) into `model`; returns the
-    checkpoint's other entries (epoch, step, metrics, meta)."""
-    ckpt = load_checkpoint(path)
-    if "model" not in ckpt:
-        raise ValueError(f"{path}: no 'model' entry; is it a checkpoint written by detectors.train?")
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: weights do not fit the model ({exc}); was it trained with the same detector "
-                         "and variant?") from exc
-    return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "scheduler", "scaler", "rng")}
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -707,3 +586,9 @@ def _tensorboard(folder: Path) -> Any:
     except ImportError:  # tensorboard is optional; the CSV logs always exist
         return None
     return SummaryWriter(str(folder))
+
+
+# the trainer's public API, data order and checkpoint helpers included (one import for a runner)
+__all__ = ["CHECKPOINT_FORMAT", "EpochBatchSampler", "NonFiniteLossError", "TrainConfig", "TrainResult", "Trainer",
+           "WarmupCosine", "atomic_save", "dist_info", "load_checkpoint", "load_weights", "param_groups",
+           "seed_everything"]
