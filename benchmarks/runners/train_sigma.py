@@ -272,9 +272,25 @@ def train(cfg: DictConfig, data: SigmaTrainingData, work: Path, model_overrides:
     return net.eval(), summary
 
 
+def same_export(net, path: Path) -> bool:
+    """Whether `path` already holds exactly these heads (same architecture config, bit-identical weights)."""
+    if not path.is_file():
+        return False
+    old = torch.load(path, map_location="cpu", weights_only=True)
+    mine = net.state_dict()
+    return (old.get("config") == net.cfg.to_dict() and old.get("state_dict", {}).keys() == mine.keys()
+            and all(torch.equal(old["state_dict"][k].cpu(), v.cpu()) for k, v in mine.items()))
+
+
 def export(net, cfg: DictConfig, summary: dict, path: Path, data_info: dict) -> Path:
+    """Write the heads and their JSON sidecar. An export of the same weights is kept as it is: re-running a
+    finished training (it resumes at its last step and does no work) must not replace the record of the run
+    that made the weights, nor change the file hash that annotation caches key on."""
     from sigma.annotator import file_hash, save_checkpoint
 
+    if same_export(net, path):
+        log.info("%s already holds these weights; kept with its training record", path)
+        return path
     meta = {"backbone_path": None if cfg.sigma.backbone_path is None else str(cfg.sigma.backbone_path),
             "text_encoder_path": cfg.sigma.text_encoder_path, "data": data_info,
             "stage1": summary.get("stage1"), "stage2": summary.get("stage2"), "profile": cfg.profile.name}

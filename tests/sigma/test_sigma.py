@@ -188,3 +188,23 @@ def test_checkpoint_round_trip_and_config_check(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a SIGMA heads checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_export_keeps_the_record_of_identical_weights(tmp_path):
+    """Re-running a finished training re-exports the same heads: the file (its hash) and sidecar stay."""
+    from omegaconf import OmegaConf
+
+    from benchmarks.runners.train_sigma import export
+
+    cfg = OmegaConf.create({"sigma": {"backbone_path": None, "text_encoder_path": None}, "profile": {"name": "t"}})
+    torch.manual_seed(0)
+    net = SigmaNet(SigmaConfig())
+    path = tmp_path / "sigma.pt"
+    export(net, cfg, {"stage1": {"seconds": 12.5}}, path, {})
+    before = (path.read_bytes(), path.with_suffix(".json").read_text())
+    export(net, cfg, {"stage1": {"seconds": 0.0}}, path, {})  # resumed at its last step: no work, same weights
+    assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before
+    with torch.no_grad():
+        next(net.parameters()).add_(1.0)
+    export(net, cfg, {"stage1": {"seconds": 3.0}}, path, {})  # other weights: a new export
+    assert '"seconds": 3.0' in path.with_suffix(".json").read_text()
