@@ -54,18 +54,21 @@ PAPER = ("Liu et al., 'PSCC-Net: Progressive Spatio-Channel Correlation Network 
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "tiny": {"stem": 8, "stage1_planes": 4, "stage1_blocks": 1, "widths": (8, 16, 32, 64), "blocks": 1,
-             "modules": 1, "reduce": (8, 4, 4, 2), "head": 32, "input_size": 256},
+             "modules": 1, "reduce": (8, 4, 4, 2), "head": 32, "input_size": 256, "bn_momentum": 0.1},
     "paper": {"stem": 64, "stage1_planes": 64, "stage1_blocks": 2, "widths": (18, 36, 72, 144), "blocks": 2,
-              "modules": 1, "reduce": (4, 2, 2, 1), "head": 128, "input_size": 256},  # release crop 256
+              "modules": 1, "reduce": (4, 2, 2, 1), "head": 128, "input_size": 256,  # release crop 256
+              "bn_momentum": 0.01},  # HRNet's
 }
-
-BN_MOMENTUM = 0.01  # HRNet's
+# BatchNorm momentum: HRNet's 0.01 suits its long schedules; after the ~100 steps a tiny CPU run takes, the
+# running statistics are still mostly their initial values (0.99^112 = 0.32) and eval-mode masks come out
+# empty (`python -m benchmarks.perf.overfit_check --detector pscc_net`: F1 0.000 in eval mode vs 0.869 with
+# batch statistics on a batch it was fitted to), so `tiny` uses PyTorch's default 0.1.
 
 log = logging.getLogger(__name__)
 
 
 def _bn(c: int) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(c, momentum=BN_MOMENTUM)
+    return nn.BatchNorm2d(c)  # momentum: the variant's bn_momentum, set once the network is built
 
 
 class BasicBlock(nn.Module):
@@ -251,6 +254,9 @@ class PSCCNet(Detector):
         ch = self.backbone.channels
         self.sccm = nn.ModuleList(SCCM(c, r) for c, r in zip(ch, cfg["reduce"]))
         self.detect = DetectionHead(ch, cfg["head"])
+        for m in self.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = cfg["bn_momentum"]
         self._init_weights()
         weights = "random init (no offline HRNet weights)"
         if pretrained_path:

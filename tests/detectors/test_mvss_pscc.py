@@ -148,3 +148,15 @@ def test_paper_variant_constructs_and_runs_small(name):
     with torch.no_grad():
         out = model(torch.randn(1, 3, 32, 32))
     assert out["mask_logits"].shape == (1, 1, 32, 32) and out["score_logits"].shape == (1,)
+
+
+def test_pscc_batchnorm_momentum_follows_the_variant():
+    """HRNet's slow 0.01 momentum only for the paper variant: tiny runs are too short for it."""
+    from torch import nn
+
+    from detectors import create_detector
+
+    for variant, momentum in (("tiny", 0.1), ("paper", 0.01)):
+        model = create_detector("pscc_net", variant=variant)
+        norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert norms and {m.momentum for m in norms} == {momentum}
