@@ -320,8 +320,9 @@ def publish(cfg: DictConfig, train: str, detectors: list[str], sets: list[tuple[
     trained = sorted({s.get("command") or "" for s in summaries.values()} - {""})
     reproduce = trained or [f"bench train-detector --train {args.train} --profile {args.profile}"
                             f"{f' --name {args.name}' if args.name else ''}  # training overrides: <run>/config.yaml"]
-    reproduce.append(" ".join(["bench eval-detector", f"--train {args.train}", f"--profile {args.profile}",
-                               *([f"--name {args.name}"] if args.name else []), *args.overrides]))
+    reproduce.append(getattr(args, "command_line", None) or " ".join(
+        ["bench eval-detector", f"--train {args.train}", f"--profile {args.profile}",
+         *([f"--name {args.name}"] if args.name else []), *args.overrides]))
     return write_detector_report(Path(cfg.paths.results), train, metrics, curves, summaries,
                                  constant_references(cfg, sets), reproduce)
 

@@ -139,6 +139,7 @@ def test_train_then_eval_end_to_end(tiny, capsys):
     assert f"| {NAME} | {m['f1_per_image']:.3f} |" in board  # the detector's row, from eval/list.json
     assert "| *all-zero (reference)* | 0.000 |" in board and "*all-one (reference)*" in board
     assert "bench train-detector --detector tiny_test --train" in board  # the recorded training command
+    assert "bench eval-detector --detector tiny_test --train" in board  # and this one
     curves = pd.read_csv(tiny / "results" / "detectors" / "train_set-list" / "val_curves.csv")
     assert list(curves["epoch"]) == [1, 2] and set(curves["detector"]) == {NAME}
 
