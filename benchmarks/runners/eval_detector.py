@@ -307,15 +307,14 @@ def constant_references(cfg: DictConfig, sets: list[tuple[str, list[ImlItem]]]) 
     return refs
 
 
-def publish(cfg: DictConfig, train: str, detectors: list[str], sets: list[tuple[str, list[ImlItem]]],
-            args: argparse.Namespace) -> Path:
+def publish(cfg: DictConfig, train: str, sets: list[tuple[str, list[ImlItem]]], args: argparse.Namespace) -> Path:
     """The training run's detector leaderboard in ``<results>/leaderboards/detectors_<train>.md`` (with
     metrics.csv and val_curves.csv in ``<results>/detectors/<train>/``), over every detector of the run
     that has been tested on these sets."""
     from benchmarks.reporting.detectors import collect_run, write_detector_report
 
     run = runs_root(cfg, train)
-    tested = sorted(p.name for p in run.iterdir() if (p / "summary.json").is_file()) if run.is_dir() else detectors
+    tested = sorted(p.name for p in run.iterdir() if (p / "summary.json").is_file())
     metrics, curves, summaries = collect_run(run, tested, [d for d, _ in sets])
     trained = sorted({s.get("command") or "" for s in summaries.values()} - {""})
     reproduce = trained or [f"bench train-detector --train {args.train} --profile {args.profile}"
@@ -372,5 +371,5 @@ def eval_detector_command(args: argparse.Namespace) -> int:
           "image AUC |\n|---|---|---|---|---|---|---|")
     print("\n".join(lines))
     if not args.checkpoint:
-        print(f"leaderboard of the training run, with all-zero / all-one references: {publish(cfg, name, detectors, sets, args)}")
+        print(f"leaderboard of the training run, with all-zero / all-one references: {publish(cfg, name, sets, args)}")
     return 0

@@ -327,8 +327,8 @@ def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: Skip
         "batch_size_per_process": int(cfg.train.batch_size), "accumulation": tcfg.accumulation,
         "effective_batch_size": int(cfg.train.batch_size) * world * tcfg.accumulation,
         "skipped_items": _skipped(out, skip_log), "result": asdict(result),
-        "command": command, "checkpoint": str(out / "best.pt"), "selected_by": (f"validation {tcfg.select_metric} ({tcfg.select_mode})"
-                                                            if result.best else "last (no validation)"),
+        "command": command, "checkpoint": str(out / "best.pt"),
+        "selected_by": f"validation {tcfg.select_metric} ({tcfg.select_mode})" if result.best else "last (no validation)",
     }
     if rank == 0:
         write_json(summary_path, summary)
