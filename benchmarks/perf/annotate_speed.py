@@ -44,14 +44,16 @@ class SyntheticSource:
     kind = "synthetic"
     edited_on_disk = False
 
-    def __init__(self, n: int, size: int, seed: int = 0):
+    def __init__(self, n: int, size: int, seed: int = 0, unique_instructions: bool = False):
         self.n, self.size, self.seed = n, size, seed
+        self.unique_instructions = unique_instructions  # a real corpus: every pair its own words (no text cache hit)
 
     def count(self, limit: int | None = None) -> int:
         return self.n if limit is None else min(self.n, limit)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "n": self.n, "size": self.size, "seed": self.seed}
+        return {"kind": self.kind, "n": self.n, "size": self.size, "seed": self.seed,
+                "unique_instructions": self.unique_instructions}
 
     def check_same(self, recorded: dict[str, Any]) -> None:
         if recorded != self.describe():
@@ -65,12 +67,18 @@ class SyntheticSource:
         edited[y:y + self.size // 3, x:x + self.size // 3] = rng.integers(0, 256, 3, dtype=np.uint8)
         return original, edited
 
+    def instruction(self, index: int) -> str:
+        if not self.unique_instructions:
+            return "change something"
+        things = ("cup", "car", "dog", "sign", "tree", "window", "hat", "lamp")
+        return f"make the {things[index % len(things)]} number {index} look like it was painted over"
+
     def iter_items(self, residue: int, step: int, start: int, stop: int, on_error: str) -> Iterator[dict]:
         first = start + (residue - start) % step
         for index in range(first, stop, step):
             original, edited = self.pair(index)
             yield {"index": index, "id": f"syn{index:08d}", "original": original, "edited": edited,
-                   "instruction": "change something", "original_resized": False, "edited_path": None,
+                   "instruction": self.instruction(index), "original_resized": False, "edited_path": None,
                    "original_path": None, "source": f"synthetic#{index}"}
 
 
@@ -133,21 +141,22 @@ def end_to_end(generator, source, options: AnnotateOptions, device: torch.device
     return (n1 - n0) / (t1 - t0), session
 
 
-def model_only(generator, size: int, batch_size: int, n: int, device: torch.device) -> float:
-    """Pairs/s of generator.generate on pre-made device tensors (the same batch size and resolution)."""
-    source = SyntheticSource(batch_size, size, seed=1)
+def model_only(generator, size: int, batch_size: int, n: int, device: torch.device,
+               unique_instructions: bool = False) -> float:
+    """Pairs/s of generator.generate on pre-made device tensors (the same batch size and resolution); with
+    ``unique_instructions`` every pair's words are new, so the text encoder's cost is inside the figure."""
+    source = SyntheticSource(batch_size, size, seed=1, unique_instructions=unique_instructions)
     pairs = [source.pair(i) for i in range(batch_size)]
     orig = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).to(device).float() / 255
     edit = torch.from_numpy(np.stack([p[1] for p in pairs])).permute(0, 3, 1, 2).to(device).float() / 255
-    text = ["change something"] * batch_size
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     with autocast:
-        generator.generate(orig, edit, text)  # warm-up
+        generator.generate(orig, edit, [source.instruction(-1 - i) for i in range(batch_size)])  # warm-up
         _sync(device)
         steps = max(1, n // batch_size)
         t = time.perf_counter()
-        for _ in range(steps):
-            generator.generate(orig, edit, text)
+        for step in range(steps):
+            generator.generate(orig, edit, [source.instruction(step * batch_size + i) for i in range(batch_size)])
         _sync(device)
     return steps * batch_size / (time.perf_counter() - t)
 
@@ -174,11 +183,12 @@ def backbone_only(generator, size: int, batch_size: int, n: int, device: torch.d
 
 def speed(args: argparse.Namespace, device: torch.device) -> None:
     generator = build_generator(args.generator, device, args.overrides, args.random_heads)
-    source = open_source(args.pairs) if args.pairs else SyntheticSource(args.n, args.size)
+    source = open_source(args.pairs) if args.pairs else SyntheticSource(args.n, args.size,
+                                                                         unique_instructions=args.unique_instructions)
     options = AnnotateOptions(batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
                               compile=args.compile, progress=False, limit=args.n if args.pairs else None)
     e2e, session = end_to_end(generator, source, options, device)
-    model = model_only(generator, args.size, args.batch_size, args.n, device)
+    model = model_only(generator, args.size, args.batch_size, args.n, device, args.unique_instructions)
     backbone = backbone_only(generator, args.size, args.batch_size, args.n, device)
     print(f"generator {args.generator} on {device}, batch {args.batch_size}, {args.size}x{args.size}, "
           f"{args.num_workers} workers, torch threads {torch.get_num_threads()}, "
@@ -232,6 +242,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="pairs for the speed runs")
     parser.add_argument("--pairs", default=None, help="measure end to end on this corpus instead (first --n pairs)")
     parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--unique-instructions", action="store_true",
+                        help="synthetic source: a different instruction per pair, as in a real corpus (the text "
+                             "encoder runs for every pair; by default one instruction, encoded once)")
     parser.add_argument("--shard-size", type=int, default=1000)
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator in the annotate loop")
     parser.add_argument("--threads", type=int, default=None,

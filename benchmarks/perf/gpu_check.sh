@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# GPU checks in one run (one CUDA GPU, the project installed; from the repository root):
+#
+#   OUT=gpu_check bash benchmarks/perf/gpu_check.sh
+#
+# 1. the synthetic suite; 2. `bench eval-generators` for sigma and pixel_diff on the GPU (bf16 autocast) and on
+# the CPU (fp32), same weights, same pairs: the per-dataset F1/IoU must agree (gpu_vs_cpu.txt); 3. annotation
+# speed on the GPU at 256 and 512 px (benchmarks/perf/annotate_speed.py: end to end, model only, backbone
+# only); 4. one cpu-quick epoch of every detector on the GPU (the trainer's CUDA path).
+# Every step has its own time limit and log under $OUT; a failing step does not stop the others.
+set -u
+OUT=${OUT:-gpu_check}
+PY=${PY:-python3}
+WORKERS=${WORKERS:-8}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+
+step() {  # step NAME SECONDS CMD...
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  echo "== $name: $*"
+  timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+  echo "== $name: rc=$? in $((SECONDS - start)) s"
+  grep -v -E '^\s*$|it/s\]|item/s\]|pair/s\]|batch/s\]' "$OUT/$name.log" | tail -n "${TAIL:-12}"
+}
+
+EXPORT="sigma.export=results/sigma/cpu-quick/sigma.pt"   # the committed checkpoint, whatever paths.results is
+
+step env 60 bash -c "nvidia-smi -L; $PY -c 'import torch, timm; print(\"torch\", torch.__version__, \"timm\", timm.__version__, torch.cuda.get_device_name(0))'"
+step synth 120 "$PY" -m benchmarks.cli data synth "profile.num_workers=$WORKERS"
+step eval_gpu 120 "$PY" -m benchmarks.cli eval-generators --generator sigma,pixel_diff --dataset all device=cuda "$EXPORT" "paths.results=$OUT/gpu"
+step eval_cpu 150 "$PY" -m benchmarks.cli eval-generators --generator sigma,pixel_diff --dataset all device=cpu "$EXPORT" "paths.results=$OUT/cpu"
+TAIL=30 step compare 60 "$PY" - "$OUT" <<'EOF'
+import sys
+import pandas as pd
+out = sys.argv[1]
+gpu = pd.read_csv(f"{out}/gpu/leaderboards/generators.csv").set_index("generator")
+cpu = pd.read_csv(f"{out}/cpu/leaderboards/generators.csv").set_index("generator")
+cols = [c for c in gpu.columns if c.endswith(("f1_per_image", "iou_per_image"))]
+print("GPU (bf16 autocast) minus CPU (fp32), per dataset; max |diff| per generator:")
+for g in gpu.index:
+    diff = (gpu.loc[g, cols] - cpu.loc[g, cols]).abs()
+    print(f"  {g:12s} max |diff| {diff.max():.4f}   mean F1 gpu {gpu.loc[g, 'mean/f1_per_image']:.4f} "
+          f"cpu {cpu.loc[g, 'mean/f1_per_image']:.4f}   mean IoU gpu {gpu.loc[g, 'mean/iou_per_image']:.4f} "
+          f"cpu {cpu.loc[g, 'mean/iou_per_image']:.4f}")
+for name in ("synth_removal", "synth_recolour"):
+    g = pd.read_csv(f"{out}/gpu/generators/per_pair/{name}.csv").query("generator == 'sigma'").set_index("id")
+    c = pd.read_csv(f"{out}/cpu/generators/per_pair/{name}.csv").query("generator == 'sigma'").set_index("id")
+    d = (g["f1"] - c["f1"]).abs()
+    print(f"  sigma per pair on {name}: max |F1 diff| {d.max():.4f}, pairs differing by > 0.01: {(d > 0.01).sum()} of {len(d)}")
+EOF
+TAIL=4 step speed_256 90 "$PY" -m benchmarks.perf.annotate_speed --generator sigma --device cuda --size 256 --batch-size 64 --n 8192 --num-workers "$WORKERS" --unique-instructions
+TAIL=4 step speed_512 90 "$PY" -m benchmarks.perf.annotate_speed --generator sigma --device cuda --size 512 --batch-size 32 --n 4096 --num-workers "$WORKERS" --unique-instructions
+CORPUS=$(ls -d .bench/data/synth/default-*/corpus | head -n 1)
+TAIL=4 step speed_corpus 90 "$PY" -m benchmarks.perf.annotate_speed --generator sigma --device cuda --size 256 --batch-size 64 --n 1000 --num-workers "$WORKERS" --pairs "$CORPUS"
+TAIL=20 step detectors 150 "$PY" -m benchmarks.cli train-detector --detector all --train synth device=cuda train.epochs=1 "paths.runs=$OUT/runs" "profile.num_workers=$WORKERS"
+echo "== done"
