@@ -49,7 +49,8 @@ def slug(name: str) -> str:
 def work_dir(cfg: DictConfig, data: SigmaTrainingData, variant: str = "sigma (full)") -> Path:
     """Where a variant trains (stage checkpoints for exact resume): the full model in <home>/sigma/<key>/,
     the others beside it, so ablations reuse the full model's run instead of repeating it."""
-    root = Path(cfg.paths.home) / "sigma" / cache_key({"data": data.info["cache"], "sigma": to_container(cfg.sigma)})
+    training = {k: v for k, v in to_container(cfg.sigma).items() if k != "export"}  # where it is exported is no input
+    root = Path(cfg.paths.home) / "sigma" / cache_key({"data": data.info["cache"], "sigma": training})
     return root if variant == "sigma (full)" else root / "variants" / slug(variant)
 
 

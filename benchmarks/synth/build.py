@@ -51,6 +51,7 @@ class SynthConfig:
     authentic_fraction: float = 0.2
     benchmarks: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
     corpus_families: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
+    inpainting_families: tuple[str, ...] = ("removal",)   # what the Stage I inpainting set regenerates
     train_pool: tuple[str, ...] = POOLS["train"]
     test_pool: tuple[str, ...] = POOLS["test"]
     area: tuple[float, float] = (0.03, 0.25)
@@ -80,7 +81,8 @@ class SynthConfig:
 
     def validate(self) -> None:
         check_pools({"train": self.train_pool, "test": self.test_pool})
-        bad = [b for b in self.benchmarks + self.corpus_families if b not in FAMILIES and b != MIXED]
+        bad = [b for b in self.benchmarks + self.corpus_families + self.inpainting_families
+               if b not in FAMILIES and b != MIXED]
         if bad:
             raise ValueError(f"synth config: unknown families {bad}; known: {sorted(FAMILIES)} or {MIXED!r}")
         if self.image_size < 64:
@@ -89,6 +91,9 @@ class SynthConfig:
     def content_hash(self) -> str:
         d = asdict(self)
         d.pop("workers")
+        # added later: suites made before it (removal only), or with no inpainting set, keep their hash
+        if d["inpainting_families"] == ("removal",) or not self.n_inpainting:
+            d.pop("inpainting_families")
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -135,7 +140,8 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
         path.write_bytes(data)
         return {"id": item_id, "edited": _rel(path, out), "photo": photo, "_psnr": psnr(decoded, image)}
 
-    family = job.family if job.family != MIXED else str(rng.choice(cfg.corpus_families))
+    families = cfg.inpainting_families if job.kind == "inpainting" else cfg.corpus_families
+    family = job.family if job.family != MIXED else str(rng.choice(families))
     edit = FAMILIES[family](image, rng, cfg.area, donor)
     edited, mask = edit.image, edit.mask.copy()
     side_kind = None
@@ -203,7 +209,8 @@ def _run_job(args: tuple[SynthConfig, Path, Job]) -> dict[str, Any]:
 
 
 def plan(cfg: SynthConfig) -> list[Job]:
-    jobs = [Job("inpainting", "inpainting", "removal", i) for i in range(cfg.n_inpainting)]
+    inpainting = cfg.inpainting_families[0] if len(cfg.inpainting_families) == 1 else MIXED
+    jobs = [Job("inpainting", "inpainting", inpainting, i) for i in range(cfg.n_inpainting)]
     jobs += [Job("corpus", "corpus", MIXED, i) for i in range(cfg.n_corpus)]
     n_auth = int(round(cfg.n_per_benchmark * cfg.authentic_fraction))
     for family in cfg.benchmarks:

@@ -208,3 +208,22 @@ def test_export_keeps_the_record_of_identical_weights(tmp_path):
         next(net.parameters()).add_(1.0)
     export(net, cfg, {"stage1": {"seconds": 3.0}}, path, {})  # other weights: a new export
     assert '"seconds": 3.0' in path.with_suffix(".json").read_text()
+
+
+def test_training_folder_depends_on_training_inputs_not_on_the_export_path(tmp_path):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from benchmarks.runners.train_sigma import work_dir
+
+    data = SimpleNamespace(info={"cache": "bank-1"})
+
+    def cfg(**sigma):
+        return OmegaConf.create({"paths": {"home": str(tmp_path)},
+                                 "sigma": {"seed": 0, "export": "results/sigma/cpu-quick/sigma.pt", **sigma}})
+
+    assert work_dir(cfg(), data) == work_dir(cfg(export="/elsewhere/sigma.pt"), data)
+    assert work_dir(cfg(), data) != work_dir(cfg(seed=1), data)
+    assert work_dir(cfg(), data) != work_dir(cfg(), SimpleNamespace(info={"cache": "bank-2"}))
+    assert work_dir(cfg(), data, "grounding_only").parent.parent == work_dir(cfg(), data)

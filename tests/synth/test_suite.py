@@ -155,3 +155,31 @@ def test_every_set_loads_as_samples(suite):
     # the unlabelled corpus loads too, marked as having no mask
     sample = PairsDataset(suite / "corpus", Geometry("resize", 64))[0]
     assert not sample["has_mask"] and sample["instruction"]
+
+
+def test_inpainting_set_regenerates_content_of_the_configured_kinds(tmp_path):
+    """Prompted inpainting: removals, new objects and re-rendered objects, each composited into the untouched
+    photo with an exact mask and no side effect."""
+    families = ("removal", "splice", "recolour", "restyle")
+    cfg = dataclasses.replace(SMALL, n_inpainting=16, n_corpus=0, n_per_benchmark=0, benchmarks=(),
+                              inpainting_families=families)
+    root = build_suite(cfg, tmp_path, progress=False)
+    records = read_manifest(root / "inpainting")
+    seen = {rec.meta["family"] for rec in records}
+    assert seen <= set(families) and len(seen) >= 3, seen
+    for rec in records:
+        assert not rec.meta["side_effect"], rec.id
+        orig, edit, mask = load_image(rec.original), load_image(rec.edited), load_mask(rec.mask)
+        outside = ~_dilate(mask, 7)
+        assert np.array_equal(orig[outside], edit[outside]), rec.id
+
+
+def test_content_hash_covers_inpainting_families_only_where_they_change_content():
+    base = SynthConfig()
+    assert base.content_hash() == dataclasses.replace(base, inpainting_families=("removal",)).content_hash()
+    wider = dataclasses.replace(base, inpainting_families=("removal", "splice"))
+    assert wider.content_hash() != base.content_hash()
+    no_inpainting = dataclasses.replace(base, n_inpainting=0)  # e.g. the holdout set: nothing to regenerate
+    assert dataclasses.replace(no_inpainting, inpainting_families=("splice",)).content_hash() == no_inpainting.content_hash()
+    with pytest.raises(ValueError, match="unknown families"):
+        SynthConfig.from_dict({"inpainting_families": ["removal", "teleport"]})
