@@ -52,6 +52,7 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
     cell = json.loads((results / "runs" / "oracle" / "segformer" / "cell.json").read_text())
     assert set(cell["metrics"]) == {"synth_removal", "synth_splice", "synth_recolour", "synth_restyle", "synth_copymove"}
     assert cell["git_commit"] and cell["train"]["n_val"] > 0 and "seconds" in cell
+    assert cell["torch_threads"] == torch.get_num_threads()
     assert "split=val" in cell["train"]["val_source"]                    # checkpoint choice on held-out corpus pairs
     assert (results / "runs" / "oracle" / "segformer" / "config.yaml").is_file()
     assert len(list((results / "runs" / "oracle" / "segformer" / "examples").glob("*.png"))) == 5

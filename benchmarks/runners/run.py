@@ -258,6 +258,7 @@ def run_cell(cfg: DictConfig, overrides: list[str], generator: str, detector: st
                                               "device", "world_size", "effective_batch_size", "skipped_items")},
         "result": {k: summary["result"].get(k) for k in ("steps", "epochs", "best", "nonfinite_steps")},
         "checkpoint": str(checkpoint), "annotation": annotation, "git_commit": git_commit(),
+        "torch_threads": torch.get_num_threads(),  # part of the numerics on CPU: other counts, other last bits
         "seconds": {"train_this_invocation": round(trained - start, 1),
                     "test": round(time.perf_counter() - trained, 1)},
         "test_geometry": test_geometry,
