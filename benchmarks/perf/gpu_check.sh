@@ -4,7 +4,7 @@
 #   OUT=gpu_check bash benchmarks/perf/gpu_check.sh
 #
 # 1. the synthetic suite; 2. `bench eval-generators` for sigma and pixel_diff on the GPU (bf16 autocast) and on
-# the CPU (fp32), same weights, same pairs: the per-dataset F1/IoU must agree (gpu_vs_cpu.txt); 3. annotation
+# the CPU (fp32), same weights, same pairs: the per-dataset F1/IoU must agree (compare.log); 3. annotation
 # speed on the GPU at 256 and 512 px (benchmarks/perf/annotate_speed.py: end to end, model only, backbone
 # only); 4. one cpu-quick epoch of every detector on the GPU (the trainer's CUDA path).
 # Every step has its own time limit and log under $OUT; a failing step does not stop the others.
