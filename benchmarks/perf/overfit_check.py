@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose([f"profile={args.profile}"])
-    size = int(cfg.train.get("input_size") or 96)
+    size = int(cfg.train.get("input_size") or cfg.train.test.geometry.size)  # one side for every detector's batch
     batch = fixed_batch(cfg, args.images, size)
     print(f"{len(batch['id'])} images at {size} px, {args.steps} AdamW steps, profile {args.profile}")
     print("| detector | lr | loss first -> last | F1 on the batch before -> after | F1 after, training-mode norms | "
