@@ -54,7 +54,7 @@ def test_holdout_suite_keeps_its_own_sizes_under_profiles():
     for profile in ("cpu-quick", "gpu-paper"):
         cfg = compose([f"profile={profile}", "synth=holdout"])
         assert cfg.synth.n_inpainting == 0 and cfg.synth.n_corpus == 0
-        assert set(cfg.synth.test_pool).isdisjoint(compose([]).synth.test_pool)
+        assert cfg.synth.test_pool == ["pool:holdout"] and compose([]).synth.test_pool == ["pool:test"]
 
 
 def test_overrides_reach_the_config():

@@ -1,4 +1,4 @@
-"""The offline synthetic suite: real photographs from dependency wheels, synthetic edits, editor round trip.
+"""The offline synthetic suite: real photographs shipped with the repo, synthetic edits, editor round trip.
 
-Nothing here downloads anything: every source photo ships inside scikit-image, scikit-learn or matplotlib.
+Nothing here downloads anything: the photographs and their attribution record ship in ``assets/``.
 """

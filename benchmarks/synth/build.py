@@ -31,16 +31,23 @@ import numpy as np
 from benchmarks.data.imageio import save_png
 from benchmarks.synth.editor import RoundTripConfig, jpeg_roundtrip, psnr, round_trip
 from benchmarks.synth.edits import FAMILIES, side_effect
-from benchmarks.synth.photos import POOLS, check_pools, load_photo, random_crop
+from benchmarks.synth.photos import DEFAULT_FRACTIONS, PhotoWorld, random_crop
 
 log = logging.getLogger(__name__)
 
 MIXED = "mixed"  # a benchmark whose pairs draw their family at random
+# part of every suite's hash: bump it when a change to the generating code changes what a config produces
+GENERATOR_VERSION = 2  # 2: the photo world (val and round-trip-only sets, corpus val pairs from the val pool)
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """Everything that determines a suite's content (the folder hash covers all of it but `workers`)."""
+    """Everything that determines a suite's content (the folder hash covers all of it but `workers`).
+
+    Photo lists name photos (file stems of the photo catalog, or wheel photos) and pools as ``pool:NAME``
+    (benchmarks/synth/photos.py); they are expanded to photo names on construction, and the hash covers the
+    names and the recorded sha1 of every photo used.
+    """
 
     name: str = "default"
     seed: int = 0
@@ -48,21 +55,35 @@ class SynthConfig:
     n_inpainting: int = 500
     n_corpus: int = 500
     n_per_benchmark: int = 120
+    n_val: int = 0                # the labelled val set (val/): mixed families from the val pool
+    n_noedit: int = 0             # round-trip-only pairs (noedit/): no edit, empty masks, from the test pool
     authentic_fraction: float = 0.2
     benchmarks: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
     corpus_families: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
-    # what the Stage I inpainting set regenerates; configs/synth/default.yaml asks for removal, splice, recolour and
-    # restyle; removal alone, the default here, is what suites made before this field held
-    inpainting_families: tuple[str, ...] = ("removal",)
-    train_pool: tuple[str, ...] = POOLS["train"]
-    test_pool: tuple[str, ...] = POOLS["test"]
+    # what the Stage I inpainting set regenerates (what a prompted inpainting model puts into a masked region)
+    inpainting_families: tuple[str, ...] = ("removal", "splice", "recolour", "restyle")
+    photo_catalog: str = ""       # "" = the shipped attribution record (benchmarks/synth/assets/photos.csv)
+    pool_seed: int = 0
+    pool_fractions: tuple[float, ...] = DEFAULT_FRACTIONS
+    train_pool: tuple[str, ...] = ("pool:train",)
+    val_pool: tuple[str, ...] = ("pool:val",)
+    test_pool: tuple[str, ...] = ("pool:test",)
     area: tuple[float, float] = (0.03, 0.25)
     side_effect_prob: float = 0.4
     side_effect_area: tuple[float, float] = (0.01, 0.05)
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1     # corpus pairs tagged split=val, drawn from the val pool (checkpoint choice)
     inpainting_roundtrip: bool = False
     roundtrip: RoundTripConfig = field(default_factory=RoundTripConfig)
     workers: int = 2
+
+    def __post_init__(self) -> None:
+        world = self.world
+        for key in ("train_pool", "val_pool", "test_pool"):
+            object.__setattr__(self, key, world.expand(getattr(self, key)))
+
+    @property
+    def world(self) -> PhotoWorld:
+        return PhotoWorld(self.photo_catalog, self.pool_seed, tuple(self.pool_fractions))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SynthConfig:
@@ -82,7 +103,12 @@ class SynthConfig:
         return cfg
 
     def validate(self) -> None:
-        check_pools({"train": self.train_pool, "test": self.test_pool})
+        self.world.check({"train": self.train_pool, "val": self.val_pool, "test": self.test_pool})
+        needs = {"train_pool": self.n_inpainting or self.n_corpus, "test_pool": self.n_per_benchmark or self.n_noedit,
+                 "val_pool": self.n_val or (self.n_corpus and self.val_fraction)}
+        empty = [k for k, used in needs.items() if used and not getattr(self, k)]
+        if empty:
+            raise ValueError(f"synth config: {empty} empty but sets drawn from them are asked for")
         bad = [b for b in self.benchmarks + self.corpus_families + self.inpainting_families
                if b not in FAMILIES and b != MIXED]
         if bad:
@@ -93,9 +119,8 @@ class SynthConfig:
     def content_hash(self) -> str:
         d = asdict(self)
         d.pop("workers")
-        # added later: suites made before it (removal only), or with no inpainting set, keep their hash
-        if d["inpainting_families"] == ("removal",) or not self.n_inpainting:
-            d.pop("inpainting_families")
+        d["photos"] = self.world.digest(self.train_pool + self.val_pool + self.test_pool)
+        d["generator_version"] = GENERATOR_VERSION
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -108,8 +133,8 @@ def suite_dir(cfg: SynthConfig, data_root: str | Path) -> Path:
 
 @dataclass(frozen=True)
 class Job:
-    kind: str        # "inpainting" | "corpus" | "bench" | "authentic"
-    set_name: str    # folder under the suite ("inpainting", "corpus", "bench/removal", ...)
+    kind: str        # "inpainting" | "corpus" | "bench" | "val" | "authentic" | "noedit"
+    set_name: str    # folder under the suite ("inpainting", "corpus", "bench/removal", "val", ...)
     family: str
     index: int
 
@@ -119,11 +144,27 @@ def _rng(cfg: SynthConfig, job: Job) -> np.random.Generator:
 
 
 def _photo_pair(pool: tuple[str, ...], cfg: SynthConfig, rng: np.random.Generator) -> tuple[str, np.ndarray, np.ndarray]:
+    world = cfg.world
     name = str(rng.choice(pool))
-    image = random_crop(load_photo(name), cfg.image_size, rng)
+    image = random_crop(world.load(name), cfg.image_size, rng)
     donor_name = str(rng.choice([p for p in pool if p != name] or [name]))
-    donor = random_crop(load_photo(donor_name), cfg.image_size, rng)
+    donor = random_crop(world.load(donor_name), cfg.image_size, rng)
     return name, image, donor
+
+
+def _corpus_split(cfg: SynthConfig, index: int) -> str:
+    """Every 1/val_fraction-th corpus pair is held out, so a corpus of n pairs holds round(n * val_fraction)."""
+    return "val" if int((index + 1) * cfg.val_fraction) > int(index * cfg.val_fraction) else "train"
+
+
+def _pool(cfg: SynthConfig, job: Job, split: str | None) -> tuple[str, ...]:
+    """Training sets draw from the train pool (the corpus's val pairs from the val pool), the val set from the
+    val pool, the test benchmarks and the round-trip-only set from the test pool."""
+    if job.kind == "inpainting" or (job.kind == "corpus" and split == "train"):
+        return cfg.train_pool
+    if job.kind == "corpus" or job.set_name == "val":
+        return cfg.val_pool
+    return cfg.test_pool
 
 
 def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
@@ -131,8 +172,8 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
     rng = _rng(cfg, job)
     out = root / job.set_name
     item_id = f"{job.set_name.split('/')[-1]}-{job.index:05d}" if job.kind != "authentic" else f"auth-{job.index:05d}"
-    pool = cfg.train_pool if job.kind in ("inpainting", "corpus") else cfg.test_pool
-    photo, image, donor = _photo_pair(pool, cfg, rng)
+    split = _corpus_split(cfg, job.index) if job.kind == "corpus" else None
+    photo, image, donor = _photo_pair(_pool(cfg, job, split), cfg, rng)
 
     if job.kind == "authentic":  # an unedited photo that still went through the editor
         rt, quality = round_trip(image, rng, cfg.roundtrip)
@@ -141,6 +182,8 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return {"id": item_id, "edited": _rel(path, out), "photo": photo, "_psnr": psnr(decoded, image)}
+    if job.kind == "noedit":  # the pair an annotator sees when the editor changed nothing but its round trip
+        return _noedit_item(cfg, out, item_id, photo, image, rng)
 
     families = cfg.inpainting_families if job.kind == "inpainting" else cfg.corpus_families
     family = job.family if job.family != MIXED else str(rng.choice(families))
@@ -180,11 +223,28 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
         intended = out / ("mask_intended" if job.kind != "corpus" else "../corpus_truth/mask_intended") / f"{item_id}.png"
         save_png(intended.resolve(), edit.mask)
         row["mask_intended"] = _rel(intended.resolve(), out)
-    if job.kind == "corpus":
-        row["split"] = "val" if rng.random() < cfg.val_fraction else "train"
+    if split is not None:
+        row["split"] = split
     row["_area"] = float(mask.mean())
     row["_psnr"] = psnr(decoded, image, outside) if outside.any() else float("inf")
     return row
+
+
+def _noedit_item(cfg: SynthConfig, out: Path, item_id: str, photo: str, image: np.ndarray,
+                 rng: np.random.Generator) -> dict[str, Any]:
+    from benchmarks.synth.instructions import noedit_instruction
+
+    rt, quality = round_trip(image, rng, cfg.roundtrip)
+    decoded, data = jpeg_roundtrip(rt, quality)
+    original_path, edited_path, mask_path = (out / "original" / f"{item_id}.png", out / "edited" / f"{item_id}.jpg",
+                                             out / "mask" / f"{item_id}.png")
+    save_png(original_path, image)
+    save_png(mask_path, np.zeros(image.shape[:2], bool))
+    edited_path.parent.mkdir(parents=True, exist_ok=True)
+    edited_path.write_bytes(data)
+    return {"id": item_id, "original": _rel(original_path, out), "edited": _rel(edited_path, out),
+            "instruction": noedit_instruction(rng), "mask": _rel(mask_path, out), "family": "none",
+            "side_effect": False, "photo": photo, "_area": 0.0, "_psnr": psnr(decoded, image)}
 
 
 def _dilate(mask: np.ndarray, k: int) -> np.ndarray:
@@ -218,6 +278,9 @@ def plan(cfg: SynthConfig) -> list[Job]:
     for family in cfg.benchmarks:
         jobs += [Job("bench", f"bench/{family}", family, i) for i in range(cfg.n_per_benchmark)]
         jobs += [Job("authentic", f"bench/{family}", family, i) for i in range(n_auth)]
+    jobs += [Job("val", "val", MIXED, i) for i in range(cfg.n_val)]
+    jobs += [Job("authentic", "val", MIXED, i) for i in range(int(round(cfg.n_val * cfg.authentic_fraction)))]
+    jobs += [Job("noedit", "noedit", "none", i) for i in range(cfg.n_noedit)]
     return jobs
 
 
@@ -230,6 +293,7 @@ def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, pr
     from tqdm import tqdm
 
     start = time.perf_counter()
+    cfg.world.verify(cfg.train_pool + cfg.val_pool + cfg.test_pool)  # a bad photo stops the build before any work
     root.mkdir(parents=True, exist_ok=True)
     (root / "DONE").unlink(missing_ok=True)
     jobs = plan(cfg)
@@ -283,7 +347,7 @@ def _write_outputs(cfg: SynthConfig, root: Path, rows: dict[str, list[dict[str, 
                                   for r in truth if r["split"] == split])
         else:
             write_manifest(root / set_name, manifest)
-            if kind == "bench":
+            if kind in ("bench", "val"):
                 folder = root / set_name
                 negatives = [(folder / r["edited"], None) for r in rows.get(f"{set_name}|authentic", [])]
                 write_benco_json(folder / "iml.json",
@@ -294,7 +358,7 @@ def _write_outputs(cfg: SynthConfig, root: Path, rows: dict[str, list[dict[str, 
 
 def _set_stats(items: list[dict[str, Any]]) -> dict[str, Any]:
     psnrs = [r["_psnr"] for r in items if np.isfinite(r["_psnr"])]
-    return {"pairs": len(items), "mean_mask_area": round(float(np.mean([r["_area"] for r in items])), 4),
+    return {"pairs": len(items), "photos": len({r["photo"] for r in items}), "mean_mask_area": round(float(np.mean([r["_area"] for r in items])), 4),
             "median_psnr_outside_db": round(float(np.median(psnrs)), 2) if psnrs else None,
             "side_effect_share": round(float(np.mean([r["side_effect"] for r in items])), 3)}
 
@@ -306,9 +370,9 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def format_stats(stats: dict[str, Any]) -> str:
-    lines = [f"{'set':<22}{'pairs':>7}{'auth':>6}{'mask area':>11}{'PSNR out (dB, median)':>23}{'side fx':>9}"]
+    lines = [f"{'set':<22}{'pairs':>7}{'auth':>6}{'photos':>8}{'mask area':>11}{'PSNR out (dB, median)':>23}{'side fx':>9}"]
     for name, s in stats["sets"].items():
         psnr_txt = "clean (no round trip)" if s["median_psnr_outside_db"] is None else f"{s['median_psnr_outside_db']:.2f}"
-        lines.append(f"{name:<22}{s['pairs']:>7}{s.get('authentic', 0):>6}{s['mean_mask_area']:>11.3f}"
+        lines.append(f"{name:<22}{s['pairs']:>7}{s.get('authentic', 0):>6}{s.get('photos', '?'):>8}{s['mean_mask_area']:>11.3f}"
                      f"{psnr_txt:>23}{s['side_effect_share']:>9.2f}")
     return "\n".join(lines)

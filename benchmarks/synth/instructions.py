@@ -85,3 +85,12 @@ def _slot_names(template: str) -> list[str]:
     import string
 
     return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+# what a user asks for when the editor ends up changing nothing but its own round trip (a no-op edit)
+NOEDIT = ("improve the photo", "make it look natural", "keep the scene as it is", "make the image a bit sharper",
+          "clean up the picture", "enhance the colors slightly")
+
+
+def noedit_instruction(rng: np.random.Generator) -> str:
+    return str(rng.choice(NOEDIT))

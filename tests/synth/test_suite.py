@@ -19,10 +19,11 @@ from benchmarks.data.transforms import Geometry
 from benchmarks.synth.build import SynthConfig, build_suite, suite_dir
 from benchmarks.synth.editor import psnr
 from benchmarks.synth.instructions import location
-from benchmarks.synth.photos import POOLS, check_pools
-
-SMALL = SynthConfig(image_size=96, n_inpainting=10, n_corpus=24, n_per_benchmark=10, workers=2)
+SMALL = SynthConfig(image_size=96, n_inpainting=10, n_corpus=24, n_per_benchmark=10, n_val=10, n_noedit=4, workers=2)
 BENCHES = [f"bench/{b}" for b in SMALL.benchmarks]
+# the blend's feather is a Gaussian of sigma 1, which OpenCV cuts at 4 sigma: a pixel up to 4 px outside the mask
+# may move by one grey level (a 9 x 9 dilation), never further
+FEATHER_SUPPORT = 9
 
 
 @pytest.fixture(scope="module")
@@ -64,15 +65,26 @@ def test_layout_and_counts(suite):
     assert suite == suite_dir(SMALL, suite.parent.parent)
 
 
-def test_no_test_photo_is_a_training_photo(suite):
-    for name in BENCHES:
+def test_every_set_draws_from_its_own_pool(suite):
+    for name in BENCHES + ["noedit"]:
         assert {r.meta["photo"] for r in read_manifest(suite / name)} <= set(SMALL.test_pool)
-    for name in ("inpainting", "corpus"):
-        assert {r.meta["photo"] for r in read_manifest(suite / name)} <= set(SMALL.train_pool)
-    assert set(SMALL.train_pool).isdisjoint(SMALL.test_pool)
-    with pytest.raises(ValueError, match="pools must be disjoint"):
-        check_pools({"train": ["coffee"], "test": ["coffee"]})
-    check_pools(POOLS)
+    assert {r.meta["photo"] for r in read_manifest(suite / "inpainting")} <= set(SMALL.train_pool)
+    assert {r.meta["photo"] for r in read_manifest(suite / "val")} <= set(SMALL.val_pool)
+    corpus = read_manifest(suite / "corpus")
+    for split, pool in (("train", SMALL.train_pool), ("val", SMALL.val_pool)):
+        assert {r.meta["photo"] for r in corpus if r.meta["split"] == split} <= set(pool)
+    assert {r.meta["split"] for r in corpus} == {"train", "val"}
+    assert not {*SMALL.train_pool} & {*SMALL.val_pool} | {*SMALL.train_pool} & {*SMALL.test_pool}
+    assert not {*SMALL.val_pool} & {*SMALL.test_pool}
+
+
+def test_val_set_has_masks_and_negatives_and_noedit_pairs_are_round_trips_only(suite):
+    entries = read_benco_json(suite / "val" / "iml.json")
+    assert len(entries) == SMALL.n_val + 2 and sum(e.mask is None for e in entries) == 2
+    for rec in read_manifest(suite / "noedit"):
+        orig, edit, mask = load_image(rec.original), load_image(rec.edited), load_mask(rec.mask)
+        assert not mask.any() and rec.instruction and rec.meta["family"] == "none"
+        assert 20.0 <= psnr(edit, orig) <= 30.0, rec.id
 
 
 def test_corpus_hides_its_masks(suite):
@@ -92,13 +104,13 @@ def test_corpus_hides_its_masks(suite):
 def test_inpainting_pairs_are_exact_outside_the_mask(suite):
     for rec in read_manifest(suite / "inpainting"):
         orig, edit, mask = load_image(rec.original), load_image(rec.edited), load_mask(rec.mask)
-        outside = ~_dilate(mask, 7)
+        outside = ~_dilate(mask, FEATHER_SUPPORT)
         assert np.array_equal(orig[outside], edit[outside]), rec.id
         assert np.abs(orig[mask].astype(int) - edit[mask].astype(int)).mean() > 0, rec.id
 
 
 def test_round_trip_touches_every_pixel_within_vae_psnr(suite):
-    for name in BENCHES + ["corpus_truth"]:
+    for name in BENCHES + ["val", "corpus_truth"]:
         touched = []
         for rec in read_manifest(suite / name):
             orig, edit, mask = load_image(rec.original), load_image(rec.edited), load_mask(rec.mask)
@@ -121,7 +133,7 @@ def test_edits_change_the_masked_region_more_than_the_round_trip(suite):
 
 
 def test_side_effects_are_in_the_mask_but_not_in_the_instruction(suite):
-    records = [r for name in BENCHES + ["corpus_truth"] for r in read_manifest(suite / name)]
+    records = [r for name in BENCHES + ["val", "corpus_truth"] for r in read_manifest(suite / name)]
     with_side = [r for r in records if r.meta["side_effect"]]
     share = len(with_side) / len(records)
     assert 0.2 <= share <= 0.6, share  # configured 0.4
@@ -134,7 +146,7 @@ def test_side_effects_are_in_the_mask_but_not_in_the_instruction(suite):
 
 def test_instructions_locate_the_edit(suite):
     hits = total = 0
-    for name in BENCHES + ["corpus_truth"]:
+    for name in BENCHES + ["val", "corpus_truth"]:
         for rec in read_manifest(suite / name):
             full = load_mask(rec.mask)
             intended = load_mask(rec.mask.parent.parent / rec.meta["mask_intended"]) if rec.meta["side_effect"] else full
@@ -147,7 +159,7 @@ def test_instructions_locate_the_edit(suite):
 
 
 def test_every_set_loads_as_samples(suite):
-    for name in BENCHES + ["inpainting", "corpus_truth"]:
+    for name in BENCHES + ["val", "noedit", "inpainting", "corpus_truth"]:
         ds = PairsDataset(suite / name, Geometry("resize", 64), require_mask=True)
         for i in (0, len(ds) - 1):
             sample = validate_sample(ds[i], pair=True)
@@ -170,16 +182,15 @@ def test_inpainting_set_regenerates_content_of_the_configured_kinds(tmp_path):
     for rec in records:
         assert not rec.meta["side_effect"], rec.id
         orig, edit, mask = load_image(rec.original), load_image(rec.edited), load_mask(rec.mask)
-        outside = ~_dilate(mask, 7)
+        outside = ~_dilate(mask, FEATHER_SUPPORT)
         assert np.array_equal(orig[outside], edit[outside]), rec.id
 
 
-def test_content_hash_covers_inpainting_families_only_where_they_change_content():
+def test_content_hash_covers_what_changes_content():
     base = SynthConfig()
-    assert base.content_hash() == dataclasses.replace(base, inpainting_families=("removal",)).content_hash()
-    wider = dataclasses.replace(base, inpainting_families=("removal", "splice"))
-    assert wider.content_hash() != base.content_hash()
-    no_inpainting = dataclasses.replace(base, n_inpainting=0)  # e.g. the holdout set: nothing to regenerate
-    assert dataclasses.replace(no_inpainting, inpainting_families=("splice",)).content_hash() == no_inpainting.content_hash()
+    for change in ({"inpainting_families": ("removal",)}, {"pool_seed": 3}, {"n_val": 7},
+                   {"test_pool": base.test_pool[1:]}):
+        assert dataclasses.replace(base, **change).content_hash() != base.content_hash(), change
+    assert dataclasses.replace(base, workers=7).content_hash() == base.content_hash()
     with pytest.raises(ValueError, match="unknown families"):
         SynthConfig.from_dict({"inpainting_families": ["removal", "teleport"]})
