@@ -26,6 +26,7 @@ class GeneratorInfo:
     summary: str
     paper: str = ""
     weights: str = "none"
+    calibration: bool = False  # reads the ground truth to calibrate the benchmark (the ladder); never a competitor
 
 
 class MaskGenerator(nn.Module):
@@ -92,4 +93,4 @@ def create_generator(name: str, **kwargs: Any) -> MaskGenerator:
 
 
 def _import_builtin() -> None:
-    from benchmarks.generators import feature, pixel, reference, sigma  # noqa: F401  (registration side effects)
+    from benchmarks.generators import feature, ladder, pixel, reference, sigma  # noqa: F401  (registration side effects)

@@ -62,7 +62,9 @@ def test_contract_shapes_range_no_grad_determinism(generator):
     assert out.shape == (2, 1, 64, 64) and out.dtype == torch.float32
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0 and not out.requires_grad
     assert torch.equal(out, generator.generate(original, edited, ["make it red", ""], truth=truth))
-    if generator.info.name not in {"empty", "full"} | LEARNED:
+    # an annotator finds this easy edit; sanity rows, untrained heads and the ladder's calibration rows (degraded
+    # on purpose: tests/generators/test_ladder.py checks them) are exempt
+    if generator.info.name not in {"empty", "full"} | LEARNED and not generator.info.calibration:
         inside = (out >= 0.5)[truth.bool()].float().mean()
         outside = (out >= 0.5)[~truth.bool()].float().mean()
         assert inside > 0.8 and outside < 0.2, (generator.info.name, float(inside), float(outside))
