@@ -35,6 +35,7 @@ from torch import nn
 
 from detectors.base import Detector, DetectorInfo, register_detector
 from detectors.losses import add_dice, bce, edge_map, target_at
+from detectors.train_state import load_file
 
 PAPER = ("Ma et al., 'IML-ViT: Benchmarking Image Manipulation Localization by Vision Transformer', "
          "arXiv:2307.14863 (2023)")
@@ -355,8 +356,7 @@ def iml_vit(variant: str = "tiny", pretrained_path: str | None = None, pretraine
                         stride=PATCH, fixed_size=cfg["fixed_size"], weights=weights)
     model = IMLViT(info, **cfg)
     if pretrained_path:
-        state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-        load_vit_weights(model.encoder, state, str(pretrained_path))
+        load_vit_weights(model.encoder, load_file(pretrained_path), str(pretrained_path))
     elif pretrained:
         import timm
 

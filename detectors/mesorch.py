@@ -50,6 +50,7 @@ from torch import nn
 from detectors.base import Detector, DetectorInfo, register_detector
 from detectors.encoders import timm_encoder
 from detectors.losses import add_dice, bce
+from detectors.train_state import load_state_dict_file
 
 PAPER = ("Zhu et al., 'Mesoscopic Insights: Orchestrating Multi-scale & Hybrid Architecture for Image "
          "Manipulation Localization', AAAI 2025 (arXiv:2412.13753)")
@@ -139,9 +140,7 @@ def _timm_name(feature_key: str) -> str:
 
 def load_cnn_weights(body: nn.Module, path: str, arch: str) -> None:
     """Strictly load a timm-format state dict of the full `arch` model into a features-only timm encoder."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    state = load_state_dict_file(path)
     own = body.state_dict()
     loaded, missing, bad = {}, [], []
     for key, ref in own.items():

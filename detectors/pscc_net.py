@@ -48,6 +48,7 @@ from torch import nn
 
 from detectors.base import Detector, DetectorInfo, register_detector
 from detectors.losses import bce, image_bce
+from detectors.train_state import load_state_dict_file
 
 PAPER = ("Liu et al., 'PSCC-Net: Progressive Spatio-Channel Correlation Network for Image Manipulation "
          "Detection and Localization', IEEE TCSVT 2022")
@@ -280,9 +281,7 @@ class PSCCNet(Detector):
             nn.init.zeros_(sccm.mask[-1].bias)
 
     def _load(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = load_state_dict_file(path)
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]

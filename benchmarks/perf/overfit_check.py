@@ -23,7 +23,9 @@ from benchmarks.config import compose, expand
 from benchmarks.data.loading import pad_collate
 from benchmarks.data.transforms import Geometry
 from benchmarks.metrics import PixelMetrics
-from benchmarks.runners.train_detector import EpochSamples, detector_params, resolve_training_data
+from benchmarks.builders import detector_params
+from benchmarks.data.loading import EpochSamples
+from benchmarks.training.data import resolve_training_data
 from detectors import create_detector
 from detectors.train import param_groups, seed_everything
 

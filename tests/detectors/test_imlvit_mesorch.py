@@ -215,7 +215,7 @@ def test_paper_variants_construct_with_the_published_geometry():
 
 @pytest.mark.parametrize("name", ["iml_vit", "mesorch"])
 def test_config_builds_the_detector(name):
-    from benchmarks.runners.train_detector import detector_params
+    from benchmarks.builders import detector_params
 
     dcfg = compose([f"detector={name}", "profile=cpu-quick"]).detector
     cfg = OmegaConf.to_container(dcfg, resolve=True)
