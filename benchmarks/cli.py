@@ -59,6 +59,7 @@ def _common(p: argparse.ArgumentParser, *flags: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `bench` parser: every subcommand with its flags and help."""
     parser = argparse.ArgumentParser(
         prog="bench", formatter_class=_Formatter, epilog=EPILOG,
         description="SIGMA-bench: turn (original, edited, instruction) pairs into masks, score mask generators, "
@@ -184,6 +185,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `bench` command; bad input (a DataError, ValueError or missing file) is one line on stderr, exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])  # recorded in outputs

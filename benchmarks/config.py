@@ -42,6 +42,7 @@ def group_options(group: str) -> list[str]:
 
 
 def check_option(group: str, name: str) -> str:
+    """`name` when it is a file of config group `group`; else an error listing the choices."""
     options = group_options(group)
     if name not in options:
         raise ValueError(f"--{group} {name!r} is unknown; choose one of {options}"

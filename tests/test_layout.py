@@ -73,6 +73,14 @@ def _tracked_files() -> list[Path]:
 TEXT = (".py", ".md", ".yaml", ".yml", ".json", ".jsonl", ".csv", ".toml", ".txt", ".sh", ".cfg")
 
 
+def test_no_tracked_file_points_outside_the_repository():
+    # the prefixes are spelled in pieces so that this file does not contain what it looks for
+    pattern = re.compile("|".join(re.escape(prefix + "shared") for prefix in ("../", "/" + "work" + "/")))
+    bad = [str(p.relative_to(ROOT)) for p in _tracked_files()
+           if p.suffix in TEXT and p.is_file() and pattern.search(p.read_text(encoding="utf-8", errors="ignore"))]
+    assert not bad, f"files that refer outside the repository: {bad}"
+
+
 def test_committed_results_record_no_machine_paths():
     # records a run writes (JSON, YAML, CSV, Markdown); logs of other machines (*.txt) say where they are from
     pattern = re.compile(r"[\"'\s(`](/tmp/|/work/|/home/|/root/|/Users/)")

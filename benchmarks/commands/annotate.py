@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def annotate_command(args: argparse.Namespace) -> int:
+    """Annotate --pairs into --out (or only merge its shards); exit 1 when nothing was annotated."""
     check_option("profile", args.profile)
     if args.merge_only and args.out:  # needs neither the generator nor the config
         out = Path(args.out)

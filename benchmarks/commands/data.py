@@ -14,6 +14,7 @@ from benchmarks.synth.build import format_stats
 
 
 def synth_command(args: argparse.Namespace) -> int:
+    """Build (or reuse) the suite --synth describes and print its per-set statistics."""
     check_option("profile", args.profile)
     check_option("synth", args.synth)
     cfg = compose([f"profile={args.profile}", f"synth={args.synth}", *args.overrides], command="data synth")
@@ -25,6 +26,7 @@ def synth_command(args: argparse.Namespace) -> int:
 
 
 def check_command(args: argparse.Namespace) -> int:
+    """Print the JSON report of `path`; exit 1 when any item is bad."""
     report = check_dataset(Path(args.path), adapter=args.adapter, limit=args.limit)
     print(json.dumps(report, indent=1))
     return 0 if not report["bad"] else 1

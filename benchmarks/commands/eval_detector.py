@@ -42,6 +42,7 @@ def publish(cfg: DictConfig, train: str, sets: list[tuple[str, list[ImlItem]]], 
 
 
 def eval_detector_command(args: argparse.Namespace) -> int:
+    """Test each detector's checkpoint on the test sets, print a table, publish the run's leaderboard."""
     check_option("profile", args.profile)
     overrides = [f"profile={args.profile}", *args.overrides, *([f"train.run_name={args.name}"] if args.name else [])]
     cfg = compose(overrides, command="eval-detector")

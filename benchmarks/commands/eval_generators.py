@@ -13,6 +13,7 @@ from benchmarks.reporting.leaderboard import headline_markdown
 
 
 def eval_generators_command(args: argparse.Namespace) -> int:
+    """Score each generator on each dataset; print the headline table and the files written."""
     check_option("profile", args.profile)
     overrides = [f"profile={args.profile}", *args.overrides]
     cfg = compose(overrides, command="eval-generators")

@@ -10,6 +10,7 @@ from benchmarks.reporting.runs import draw_plots, write_leaderboard
 
 
 def leaderboard_command(args: argparse.Namespace) -> int:
+    """Write and print the downstream leaderboard."""
     check_option("profile", args.profile)
     cfg = compose([f"profile={args.profile}", *args.overrides], command="leaderboard")
     md, paths = write_leaderboard(cfg)
@@ -19,6 +20,7 @@ def leaderboard_command(args: argparse.Namespace) -> int:
 
 
 def plots_command(args: argparse.Namespace) -> int:
+    """Draw the figures; print their files."""
     check_option("profile", args.profile)
     cfg = compose([f"profile={args.profile}", *args.overrides], command="plots")
     print("\n".join(str(p) for p in draw_plots(cfg)))

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    """Every (generator, detector) cell, one line each as it finishes, then the leaderboard and figures."""
     check_option("profile", args.profile)
     overrides = [f"profile={args.profile}", *args.overrides]
     cfg = compose(overrides, command="run")

@@ -20,6 +20,7 @@ from detectors.train import NonFiniteLossError
 
 
 def train_detector_command(args: argparse.Namespace) -> int:
+    """Train each detector on --train (validated on --val or a held-out share); one line per detector."""
     check_option("profile", args.profile)
     overrides = [f"profile={args.profile}", *args.overrides, *([f"train.run_name={args.name}"] if args.name else [])]
     cfg = compose(overrides, command="train-detector")

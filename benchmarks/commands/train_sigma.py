@@ -16,6 +16,7 @@ from benchmarks.sigma_training.export import train_and_export
 
 
 def train_sigma_command(args: argparse.Namespace) -> int:
+    """Train and export SIGMA (or grounding_only), or every ablation with its report."""
     check_option("profile", args.profile)
     overrides = [f"profile={args.profile}", *args.overrides]
     cfg = compose(overrides, command="train-sigma")

@@ -53,6 +53,7 @@ def dataset_config(cfg: DictConfig, overrides: list[str], name: str) -> DatasetC
 
 
 def synth_config(cfg: DictConfig) -> SynthConfig:
+    """``cfg.synth`` as the typed suite config."""
     return SynthConfig.from_dict(to_container(cfg.synth))
 
 

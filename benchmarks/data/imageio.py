@@ -11,7 +11,7 @@ What is normalised, and how:
 - grayscale, palette, CMYK, LA/RGBA (alpha dropped, colour kept) become RGB;
 - 16-bit and float inputs are rescaled to 8 bits from their own range (``I;16``: /257);
 - masks: any colour channel counts (a red-on-black mask is read correctly); a clean two-level mask (0 and
-  one other value: 0/1, 0/255, 0/50) means nonzero = edited, as DESIGN.md defines; a mask with more
+  one other value: 0/1, 0/255, 0/50) means nonzero = edited, as docs/design.md defines; a mask with more
   levels (JPEG-compressed, anti-aliased) is binarized at > ``threshold`` (127). Polarity (``invert``) is
   the caller's choice: NIST16 marks edits in black.
 """

@@ -23,6 +23,7 @@ ON_ERROR = ("raise", "skip")
 
 
 def check_on_error(value: str, key: str = "on_error") -> str:
+    """`value` when it is raise or skip; else an error naming `key`."""
     if value not in ON_ERROR:
         raise ValueError(f"{key} must be 'raise' or 'skip', got {value!r}")
     return value

@@ -29,7 +29,7 @@ from benchmarks.data.loading import SafeDataset, check_on_error, pad_collate
 from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
 from benchmarks.distributed import device_for
-from benchmarks.evaluation.loop import Prediction, evaluate, valid_extent
+from benchmarks.evaluation.loop import Prediction, Screen, evaluate, valid_extent
 from benchmarks.generators.base import MaskGenerator
 from benchmarks.io import write_csv
 from benchmarks.metrics.suite import localization_suite
@@ -64,7 +64,7 @@ class DatasetEval:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def size_screen(generator: MaskGenerator):
+def size_screen(generator: MaskGenerator) -> Screen:
     """The pairs of a batch smaller than the generator takes (``MaskGenerator.min_side``), as errors."""
 
     def screen(batch: dict[str, Any]) -> list[tuple[int, DataError]]:

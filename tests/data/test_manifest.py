@@ -1,4 +1,4 @@
-"""Pairs manifests (DESIGN.md) written by hand, as another tool would, and the bad inputs found in the wild."""
+"""Pairs manifests (docs/design.md) written by hand, as another tool would, and the bad inputs found in the wild."""
 
 from __future__ import annotations
 
