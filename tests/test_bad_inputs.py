@@ -72,7 +72,7 @@ def test_a_pair_smaller_than_sigmas_stride_is_a_clear_error_under_raise(tmp_path
     assert main(["eval-generators", "--generator", "sigma", "--dataset", str(pairs), "eval.on_error=raise",
                  *sigma_overrides(tmp_path / "res")]) == 2
     err = capsys.readouterr().err
-    assert "small" in err and "16" in err and "on_error=skip" in err and "Traceback" not in err
+    assert "edited/small.png" in err and "16" in err and "on_error=skip" in err and "Traceback" not in err
 
 
 def test_annotate_skips_a_too_small_pair_and_reruns_cleanly(tmp_path, capsys):

@@ -35,7 +35,6 @@ def generator_record(generator: MaskGenerator, gen_cfg: dict[str, Any], roots: d
     return {**asdict(generator.info), "config": portable_tree(gen_cfg, roots), "weights_files": files}
 
 
-
 def prepare_output(out: Path, pairs: str, source: PairSource, record: dict[str, Any], mask: str,
                    config: dict[str, Any] | None = None) -> None:
     """Create ``out/run.json`` or check that it describes the same source, generator and mask mode."""

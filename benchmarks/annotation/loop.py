@@ -22,7 +22,7 @@ import torch
 import torch.utils.data
 
 from benchmarks.annotation.shards import read_done
-from benchmarks.annotation.stream import PairStream, _identity, _save_png, first_bad_pair
+from benchmarks.annotation.stream import PairStream, first_bad_pair, write_png
 from benchmarks.data.errors import DataError
 from benchmarks.data.loading import check_on_error
 from benchmarks.data.pair_sources import SKIP, PairSource
@@ -54,6 +54,10 @@ class AnnotateOptions:
             raise ValueError(f"need batch_size >= 1, shard_size >= 1, num_workers >= 0, limit >= 0; got {self}")
 
 
+def _as_is(batch: Any) -> Any:  # the stream yields whole batches: the loader's collate has nothing to do
+    return batch
+
+
 def _ranks_count(n: int, rank: int, world: int) -> int:
     return max(0, (n - rank + world - 1) // world)
 
@@ -78,9 +82,9 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
     ks = [int(p.stem.split("-")[1]) for p in (out / "shards").glob(f"rank{rank}-*.jsonl")]
     shard_k = max(ks, default=-1) + 1
     stream = PairStream(source, out, rank=rank, world=world, batch_size=options.batch_size, stop=stop, done=done,
-                        on_error=options.on_error, write_images=write_images)
+                        write_images=write_images)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=options.num_workers,
-                                         collate_fn=_identity, pin_memory=device.type == "cuda",
+                                         collate_fn=_as_is, pin_memory=device.type == "cuda",
                                          prefetch_factor=4 if options.num_workers else None)
     if options.compile:
         generator.forward = torch.compile(generator.forward, dynamic=True)  # type: ignore[method-assign]
@@ -162,7 +166,7 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                 masks = masks.to(torch.uint8).cpu().numpy()
                 for j, k in enumerate(members):
                     entry = batch["entry"][k]
-                    pending.append(pool.submit(_save_png, out / entry["mask"], masks[j, 0], tmp))
+                    pending.append(pool.submit(write_png, out / entry["mask"], masks[j, 0], tmp))
                     entries.append(entry)
             timing["model_s"] += time.perf_counter() - t
             n = len(batch["entry"]) - too_small

@@ -18,7 +18,8 @@ from benchmarks.annotation.shards import file_stem
 from benchmarks.data.pair_sources import SKIP, PairSource
 
 
-def _save_png(path: Path, array: np.ndarray, tmp_dir: Path) -> None:
+def write_png(path: Path, array: np.ndarray, tmp_dir: Path) -> None:
+    """A PNG written under `tmp_dir` (this rank's in-flight folder, cleared on start), then renamed to `path`."""
     # unique per process and thread: pairs sharing an id (an input error, reported by the merge) may be in flight at once
     tmp = tmp_dir / f"{path.parent.name}-{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
     Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=1)
@@ -35,9 +36,9 @@ class PairStream(torch.utils.data.IterableDataset):
     batch says which worker made it and its window number (see :func:`first_bad_pair`)."""
 
     def __init__(self, source: PairSource, out: Path, *, rank: int, world: int, batch_size: int, stop: int,
-                 done: np.ndarray, on_error: str = "skip", write_images: bool = False):
+                 done: np.ndarray, write_images: bool = False):
         self.source, self.out, self.rank, self.world = source, out, rank, world
-        self.batch_size, self.stop, self.done, self.on_error = batch_size, stop, done, on_error
+        self.batch_size, self.stop, self.done = batch_size, stop, done
         self.write_images = write_images
         self.tmp = out / "tmp" / f"rank{rank}"
 
@@ -75,7 +76,7 @@ class PairStream(torch.utils.data.IterableDataset):
         edited_path = item["edited_path"]
         if edited_path is None and self.write_images:
             edited_path = self.out / "images" / f"{stem}.png"
-            _save_png(edited_path, item["edited"], self.tmp)
+            write_png(edited_path, item["edited"], self.tmp)
         entry = {"index": item["index"], "id": item["id"], "mask": f"masks/{stem}.png",
                  "edited": _rel(edited_path, self.out) if edited_path is not None else None,
                  "original": _rel(item["original_path"], self.out) if item["original_path"] is not None else None,
@@ -98,10 +99,6 @@ class PairStream(torch.utils.data.IterableDataset):
                     out[k, :, : p[key].shape[1], : p[key].shape[2]] = p[key]
                 batch[key] = out
         return batch
-
-
-def _identity(x: Any) -> Any:
-    return x
 
 
 def first_bad_pair(batch: dict[str, Any], batches: Iterator[dict[str, Any]], seen: dict[int, int],

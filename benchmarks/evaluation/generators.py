@@ -64,16 +64,18 @@ class DatasetEval:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def size_screen(generator: MaskGenerator) -> Screen:
-    """The pairs of a batch smaller than the generator takes (``MaskGenerator.min_side``), as errors."""
+def size_screen(generator: MaskGenerator, files: dict[str, Path]) -> Screen:
+    """The pairs of a batch smaller than the generator takes (``MaskGenerator.min_side``), as errors naming
+    the edited image (`files`: id -> its file)."""
 
     def screen(batch: dict[str, Any]) -> list[tuple[int, DataError]]:
         out = []
         for i, valid in enumerate(batch["valid"]):
             h, w = valid_extent(valid)
             if min(h, w) < generator.min_side:
-                out.append((i, DataError(f"{w}x{h} px (WxH) is smaller than generator {generator.info.name!r} "
-                                         f"takes ({generator.min_side} px a side)", reason="too-small")))
+                path = files.get(batch["id"][i])
+                out.append((i, DataError(f"{path}: {w}x{h} px (WxH) is smaller than generator {generator.info.name!r} "
+                                         f"takes ({generator.min_side} px a side)", path=path, reason="too-small")))
         return out
 
     return screen
@@ -106,7 +108,7 @@ def evaluate_generator(generator: MaskGenerator, dataset: PairsDataset, *, batch
                 shown[item_id] = prediction.mask[i, 0]
 
     result = evaluate(loader, predict, localization_suite(), on_error=on_error, skip_log=skip_log, hint=SKIP_HINT,
-                      screen=size_screen(generator), on_batch=collect, desc=f"{generator.info.name} | {dataset.name}",
+                      screen=size_screen(generator, {r.id: r.edited for r in dataset.records}), on_batch=collect, desc=f"{generator.info.name} | {dataset.name}",
                       progress=progress)
     counts = {"pairs": result.items, "skipped": len(result.skipped), "original_resized": resized,
               "excluded_empty_gt": result.metrics["n_excluded_empty_gt"]}
