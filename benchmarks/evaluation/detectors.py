@@ -38,8 +38,8 @@ from benchmarks.distributed import device_for
 from benchmarks.evaluation.loop import Prediction, evaluate, valid_extent
 from benchmarks.evaluation.robustness import Sweep, conditions
 from benchmarks.io import read_json, write_csv, write_json
-from benchmarks.metrics.suite import MetricSuite, localization_suite
 from benchmarks.metrics import PixelMetrics
+from benchmarks.metrics.suite import MetricSuite, localization_suite
 from benchmarks.paths import config_roots, portable
 from detectors import Detector
 
