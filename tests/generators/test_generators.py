@@ -15,7 +15,7 @@ from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
 from benchmarks.generators.base import MaskGenerator, create_generator, list_generators
 from benchmarks.generators.ops import otsu_threshold, soft_threshold
-from benchmarks.runners.eval_generators import evaluate
+from benchmarks.evaluation.generators import evaluate_generator as evaluate
 
 
 def _pair(seed: int = 0, b: int = 2, size: int = 64):
@@ -45,7 +45,7 @@ def heads_checkpoints(tmp_path_factory) -> dict[str, str]:
 
 def build(name: str, heads: dict[str, str]) -> MaskGenerator:
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import generator_from_config
+    from benchmarks.builders import generator_from_config
 
     overrides = [f"generator={name}"] + ([f"generator.checkpoint={heads[name]}"] if name in LEARNED else [])
     return generator_from_config(compose(overrides)).eval()
@@ -183,7 +183,7 @@ def test_every_registered_generator_has_a_config_that_builds_it(heads_checkpoint
 
 def test_sigma_refuses_a_checkpoint_from_another_config(heads_checkpoints):
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import generator_from_config
+    from benchmarks.builders import generator_from_config
 
     cfg = compose(["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}", "sigma.model.blocks=3"])
     with pytest.raises(ValueError, match="another SIGMA config.*blocks"):
@@ -192,7 +192,7 @@ def test_sigma_refuses_a_checkpoint_from_another_config(heads_checkpoints):
 
 def test_sigma_without_a_checkpoint_says_how_to_make_one(tmp_path):
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import generator_from_config
+    from benchmarks.builders import generator_from_config
 
     with pytest.raises(FileNotFoundError, match="bench train-sigma"):
         generator_from_config(compose(["generator=sigma", f"generator.checkpoint={tmp_path / 'none.pt'}"]))
