@@ -88,8 +88,6 @@ def _twins():
     from sigma.model import SigmaConfig
     from sigma.train import Stage2Config, StageConfig
 
-    synth_xfail = pytest.mark.xfail(strict=True, reason="SynthConfig.inpainting_families keeps the removal-only "
-                                    "default of older suites; the synthetic-suite rework (issue 13) settles it")
     return [
         pytest.param(SigmaConfig, "sigma/default.yaml", "model", id="sigma.model"),
         pytest.param(StageConfig, "sigma/default.yaml", "stage1", id="sigma.stage1"),
@@ -99,7 +97,7 @@ def _twins():
         pytest.param(TestConfig, "train/default.yaml", "test", id="train.test"),
         pytest.param(EvalConfig, "config.yaml", "eval", id="eval"),
         pytest.param(RoundTripConfig, "synth/default.yaml", "roundtrip", id="synth.roundtrip"),
-        pytest.param(SynthConfig, "synth/default.yaml", "", id="synth", marks=synth_xfail),
+        pytest.param(SynthConfig, "synth/default.yaml", "", id="synth"),
     ]
 
 
