@@ -74,6 +74,7 @@ class SynthConfig:
     area: tuple[float, float] = (0.03, 0.25)
     side_effect_prob: float = 0.4
     side_effect_area: tuple[float, float] = (0.01, 0.05)
+    edit_opacity: tuple[float, float] = (1.0, 1.0)   # the edit blended back at this opacity: subtle, low-contrast edits
     val_fraction: float = 0.1     # corpus pairs tagged split=val, drawn from the val pool (checkpoint choice)
     inpainting_roundtrip: bool = False
     roundtrip: RoundTripConfig = field(default_factory=RoundTripConfig)
@@ -206,6 +207,9 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
     alt = cfg.implementation == "alt"
     edit = (ALT_FAMILIES if alt else FAMILIES)[family](image, rng, cfg.area, donor)
     edited, mask = edit.image, edit.mask.copy()
+    if tuple(cfg.edit_opacity) != (1.0, 1.0):  # drawn only when asked, so full-opacity suites keep their content
+        opacity = rng.uniform(*cfg.edit_opacity)
+        edited = np.clip(np.round(image + opacity * (edited.astype(np.float32) - image)), 0, 255).astype(np.uint8)
     side_kind = None
     if job.kind != "inpainting" and rng.random() < cfg.side_effect_prob:
         edited, side_mask, side_kind = (alt_side_effect if alt else side_effect)(edited, mask, rng, cfg.side_effect_area)

@@ -214,3 +214,18 @@ def test_alt_implementation_makes_other_edits_and_round_trips(tmp_path):
         assert sum(load_mask(r.mask).any() for r in records) >= 5, name
     with pytest.raises(ValueError, match="implementation"):
         SynthConfig.from_dict({"implementation": "magic"})
+
+
+def test_edit_opacity_makes_the_same_edits_subtler(tmp_path):
+    cfg = dataclasses.replace(SMALL, n_inpainting=0, n_corpus=0, n_val=0, n_noedit=0, n_per_benchmark=6,
+                              benchmarks=("recolour",), side_effect_prob=0.0)
+    full = build_suite(cfg, tmp_path / "full", progress=False)
+    faint = build_suite(dataclasses.replace(cfg, edit_opacity=(0.35, 0.6)), tmp_path / "faint", progress=False)
+    strength = {}
+    for name, root in (("full", full), ("faint", faint)):
+        diffs = []
+        for rec in read_manifest(root / "bench/recolour"):
+            orig, edit, mask = load_image(rec.original).astype(float), load_image(rec.edited).astype(float), load_mask(rec.mask)
+            diffs.append(np.abs(orig - edit).mean(axis=2)[mask].mean())
+        strength[name] = np.median(diffs)
+    assert strength["faint"] < 0.8 * strength["full"], strength
