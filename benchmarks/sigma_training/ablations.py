@@ -3,8 +3,9 @@ bank, scored with the training-free baselines beside them.
 
 Rows: the full model; no text prior; one-way FiLM instead of bidirectional refinement; Stage I only;
 Stage II without each of its parts; ``grounding_only``; and the training-free baselines for reference.
-Every row is scored on the profile's test benchmarks and the holdout set, overall and split by whether a
-pair carries a side-effect edit. Learned rows are scored on cached float32 backbone features of the test
+Every row is scored on the profile's test benchmarks and on the groups of :data:`EXTRA_SETS` (the val-photo
+sets where choices are made, the subtle split, the holdout set and the generalization set written by other
+edit code), overall and split by whether a pair carries a side-effect edit. Learned rows are scored on cached float32 backbone features of the test
 pairs, the same numbers the generator path computes (the full row is checked against it in the tests).
 """
 
@@ -38,7 +39,13 @@ from benchmarks.sigma_training.stages import VARIANTS, train_variant
 
 log = logging.getLogger(__name__)
 
-BASELINES = ("feature_diff", "pixel_diff", "pixel_diff_otsu")
+BASELINES = ("feature_diff", "pixel_diff", "pixel_diff_otsu", "aligned_diff", "aligned_semantic")
+FAMILIES = ("removal", "splice", "recolour", "restyle", "copymove")
+# column -> the datasets it averages, besides the five test benchmarks: val-photo sets first (choices are judged
+# there), then sets that were never used for a choice
+EXTRA_SETS: dict[str, tuple[str, ...]] = {
+    "val": ("synth_val",), "subtle val": ("synth_subtle_val",), "subtle": ("synth_subtle",),
+    "holdout": ("synth_holdout",), "general": tuple(f"synth_general_{f}" for f in FAMILIES)}
 
 
 @dataclass
@@ -124,7 +131,8 @@ def run_ablations(cfg: DictConfig, overrides: list[str]) -> Path:
     device = device_for(cfg.device)
     t0 = time.perf_counter()
     data = prepare_data(cfg, device)
-    datasets = pair_datasets(cfg, "all", overrides) + pair_datasets(cfg, "synth_holdout", overrides)
+    extra = [name for names in EXTRA_SETS.values() for name in names]
+    datasets = pair_datasets(cfg, "all", overrides) + pair_datasets(cfg, ",".join(extra), overrides)
     sets = test_sets(cfg, datasets, device)
     text = TextEncoder(cfg.sigma.model.text_encoder, path=cfg.sigma.text_encoder_path)
     table: dict[str, dict] = {}
@@ -144,6 +152,10 @@ def run_ablations(cfg: DictConfig, overrides: list[str]) -> Path:
     return out
 
 
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else float("nan")
+
+
 def _fmt(v: float) -> str:
     return "n/a" if v != v else f"{v:.3f}"
 
@@ -152,7 +164,9 @@ def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, 
     """``<results>/leaderboards/sigma_ablations.{md,csv}``."""
     import pandas as pd
 
-    tests = [n for n in names if n != "synth_holdout"]
+    extra = {group: [n for n in sets if n in names] for group, sets in EXTRA_SETS.items()}
+    extra = {group: sets for group, sets in extra.items() if sets}
+    tests = [n for n in names if not any(n in sets for sets in extra.values())]
     rows = []
     for variant, res in table.items():
         row = {"variant": variant}
@@ -161,29 +175,33 @@ def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, 
                 row[f"{d}/{k}"] = v
         for key in ("all", "no_side_effect", "side_effect"):
             for m in ("f1_per_image", "iou_per_image"):
-                vals = [res[d][f"{key}/{m}"] for d in tests]
-                row[f"mean5/{key}/{m}"] = sum(vals) / len(vals)
+                row[f"mean5/{key}/{m}"] = _mean([res[d][f"{key}/{m}"] for d in tests])
+        for group, sets in extra.items():
+            for m in ("f1_per_image", "iou_per_image"):
+                row[f"{group}/all/{m}"] = _mean([res[d][f"all/{m}"] for d in sets])
         rows.append(row)
     frame = pd.DataFrame(rows).set_index("variant")
     out_dir = Path(cfg.paths.results) / "leaderboards"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "sigma_ablations.csv", frame.round(6), index=True)
-    head = "| variant | " + " | ".join(f"{d} F1" for d in tests) + " | **mean F1** | **mean IoU** | holdout F1 | holdout IoU | " \
-           "F1 no side effect (mean) | F1 with side effect (mean) |"
-    lines = [head, "|---" * (len(tests) + 7) + "|"]
+    head = ("| variant | " + " | ".join(f"{d} F1" for d in tests) + " | **mean F1** | **mean IoU** | " +
+            " | ".join(f"{group} F1" for group in extra) + " | F1 no side effect (mean) | F1 with side effect (mean) |")
+    lines = [head, "|---" * (len(tests) + len(extra) + 5) + "|"]
     for variant, res in table.items():
         r = frame.loc[variant]
         lines.append(f"| {variant} | " + " | ".join(_fmt(res[d]["all/f1_per_image"]) for d in tests) +
-                     f" | **{_fmt(r['mean5/all/f1_per_image'])}** | **{_fmt(r['mean5/all/iou_per_image'])}** | "
-                     f"{_fmt(res['synth_holdout']['all/f1_per_image']) if 'synth_holdout' in res else 'n/a'} | "
-                     f"{_fmt(res['synth_holdout']['all/iou_per_image']) if 'synth_holdout' in res else 'n/a'} | "
-                     f"{_fmt(r['mean5/no_side_effect/f1_per_image'])} | {_fmt(r['mean5/side_effect/f1_per_image'])} |")
+                     f" | **{_fmt(r['mean5/all/f1_per_image'])}** | **{_fmt(r['mean5/all/iou_per_image'])}** | " +
+                     " | ".join(_fmt(r[f"{group}/all/f1_per_image"]) for group in extra) +
+                     f" | {_fmt(r['mean5/no_side_effect/f1_per_image'])} | {_fmt(r['mean5/side_effect/f1_per_image'])} |")
+    groups = "; ".join(f"`{group}`: {', '.join(sets)}" for group, sets in extra.items())
     md = "\n".join([
         "# SIGMA ablations", "",
         "Pixel F1 / IoU at threshold 0.5, averaged per image over manipulated images (valid pixels). `mean` is over the "
-        "five synthetic test benchmarks; `holdout` is the generalization set (other photos, seed and edit parameters, "
-        "never used for tuning); the last two columns split the five benchmarks' pairs by whether they carry a "
-        "side-effect edit the instruction does not mention.", "",
+        "five synthetic test benchmarks. Further columns (F1, mean over their sets): " + groups + ". `val` and "
+        "`subtle val` come from the val photos, where choices are judged; `subtle`, `holdout` and `general` (other "
+        "photos, and for `general` other edit and round-trip code) were never used for a choice. The last two "
+        "columns split the five benchmarks' pairs by whether they carry a side-effect edit the instruction does "
+        "not mention.", "",
         *lines, "",
         "## Reproduce", "", f"```\nbench train-sigma --variant ablations --profile {cfg.profile.name}\n```", "",
         f"Resolved config: `sigma_ablations.config.yaml`; all columns: `sigma_ablations.csv`. Total time {seconds / 60:.1f} min "

@@ -243,3 +243,21 @@ def test_randomized_calibration_round_trip_is_seeded_and_varies_per_sample():
     err_plain = (plain - x).abs().mean(dim=(1, 2, 3))
     err_varied = (varied - x).abs().mean(dim=(1, 2, 3))
     assert err_varied.mean() > err_plain.mean() and err_varied.std() > err_plain.std()
+
+
+def test_ablation_report_averages_each_column_group_over_its_own_sets(tmp_path):
+    from omegaconf import OmegaConf
+
+    from benchmarks.sigma_training.ablations import write_report
+
+    def res(f1: float) -> dict:
+        return {f"{k}/{m}": f1 for k in ("all", "no_side_effect", "side_effect") for m in ("f1_per_image", "iou_per_image")}
+
+    names = ["synth_removal", "synth_splice", "synth_val", "synth_general_removal", "synth_general_splice"]
+    table = {"sigma (full)": {"synth_removal": res(0.6), "synth_splice": res(0.8), "synth_val": res(0.5),
+                              "synth_general_removal": res(0.2), "synth_general_splice": res(0.4)}}
+    cfg = OmegaConf.create({"paths": {"results": str(tmp_path), "root": str(tmp_path), "home": str(tmp_path)},
+                            "profile": {"name": "cpu-quick"}, "device": "cpu"})
+    md = write_report(cfg, table, names, {}, 1.0, {}).read_text()
+    assert "| synth_removal F1 | synth_splice F1 | **mean F1** | **mean IoU** | val F1 | general F1 |" in md
+    assert "| sigma (full) | 0.600 | 0.800 | **0.700** | **0.700** | 0.500 | 0.300 |" in md
