@@ -66,6 +66,7 @@ from PIL import Image
 from benchmarks.data.imageio import sha256_file
 from benchmarks.data.pair_sources import SKIP, PairSource, open_source
 from benchmarks.generators.base import MaskGenerator
+from benchmarks.generators.quality_filter import check_min_quality, filter_annotation
 from benchmarks.runners.annotation_shards import FORMAT, file_stem, merge, read_done, write_text
 
 log = logging.getLogger(__name__)
@@ -172,10 +173,13 @@ class AnnotateOptions:
     compile: bool = False
     retry_skipped: bool = False
     progress: bool = True
+    min_quality: float | None = None  # after the merge, leave pairs scoring below it out of iml.json
 
     def __post_init__(self) -> None:
         if self.on_error not in ("skip", "raise"):
             raise ValueError(f"on_error={self.on_error!r}; use 'skip' or 'raise'")
+        if self.min_quality is not None:
+            check_min_quality(self.min_quality)
         if self.batch_size < 1 or self.shard_size < 1 or self.num_workers < 0 or (self.limit is not None
                                                                                  and self.limit < 0):
             raise ValueError(f"need batch_size >= 1, shard_size >= 1, num_workers >= 0, limit >= 0; got {self}")
@@ -265,11 +269,14 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                 orig = originals[sel, :, :h, :w].float().div_(255.0)
                 edit = editeds[sel, :, :h, :w].float().div_(255.0)
                 with autocast:
-                    prob = generator.generate(orig, edit, [batch["entry"][k]["instruction"] for k in members]).float()
+                    scored = generator.generate_scored(orig, edit, [batch["entry"][k]["instruction"] for k in members])
+                prob = scored.mask.float()
                 masks = ((prob * 255.0).round() if options.soft else (prob >= THRESHOLD).float() * 255.0)
                 masks = masks.to(torch.uint8).cpu().numpy()
+                quality = scored.quality.float().cpu().tolist()
                 for j, k in enumerate(members):
                     entry = batch["entry"][k]
+                    entry["quality"] = round(quality[j], 4)  # --min-quality filters on it after the merge
                     pending.append(pool.submit(_save_png, out / entry["mask"], masks[j, 0], tmp))
                     entries.append(entry)
             timing["model_s"] += time.perf_counter() - t
@@ -409,7 +416,15 @@ def annotate_with_config(cfg: Any, pairs: str | Path, out: Path, options: Annota
         torch.set_num_threads(threads)  # may be called in-process (bench run, tests, notebooks)
     log.info("rank %d/%d: %d annotated, %d skipped in %.1f s (%s pairs/s)", rank, world, session["annotated"],
              session["skipped"], session["seconds"], session["pairs_per_s"])
-    return finish(out, source, rank=rank, world=world, group=group, limit=options.limit)
+    return _filtered(out, finish(out, source, rank=rank, world=world, group=group, limit=options.limit),
+                     options.min_quality)
+
+
+def _filtered(out: Path, prov: dict[str, Any] | None, min_quality: float | None) -> dict[str, Any] | None:
+    """The merged folder with the quality filter applied (when asked for and this process merged)."""
+    if prov is None or min_quality is None:
+        return prov
+    return {**prov, "quality_filter": filter_annotation(out, min_quality)}
 
 
 def annotate_command(args: argparse.Namespace) -> int:
@@ -418,7 +433,7 @@ def annotate_command(args: argparse.Namespace) -> int:
     check_option("profile", args.profile)
     if args.merge_only and args.out:  # needs neither the generator nor the config
         out = Path(args.out)
-        prov = merge(out, open_source(args.pairs) if args.pairs else None, args.limit)
+        prov = _filtered(out, merge(out, open_source(args.pairs) if args.pairs else None, args.limit), args.min_quality)
         _print_summary(out, prov)
         return 0
     name = check_option("generator", args.generator)
@@ -435,10 +450,10 @@ def annotate_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or int(cfg.profile.batch_size), shard_size=args.shard_size,
         num_workers=int(cfg.profile.num_workers) if args.num_workers is None else args.num_workers,
         on_error=args.on_error, soft=args.soft, limit=args.limit, compile=args.compile,
-        retry_skipped=args.retry_skipped)
+        retry_skipped=args.retry_skipped, min_quality=args.min_quality)
     source = open_source(pairs)
     if args.merge_only:
-        prov = merge(out, source, args.limit)
+        prov = _filtered(out, merge(out, source, args.limit), args.min_quality)
         _print_summary(out, prov)
         return 0
     prov = annotate_with_config(cfg, pairs, out, options, source=source)
@@ -457,4 +472,8 @@ def _print_summary(out: Path, prov: dict[str, Any]) -> None:
     print(f"bench annotate: {c['annotated']} of {c['pairs']} pairs annotated, {c['skipped']} skipped ({skipped}), "
           f"{c['original_resized']} originals resized, {c['empty_instruction']} empty instructions{todo}; "
           f"{prov['timing']['pairs_per_s']} pairs/s")
+    if "quality_filter" in prov:
+        q = prov["quality_filter"]
+        print(f"quality filter (>= {q['min_quality']}): {q['kept']} pairs kept in iml.json, {q['excluded']} excluded "
+              f"(listed in {out / q['excluded_list']}), {q['unscored']} without a score kept")
     print(f"{out / 'iml.json'}\n{out / 'provenance.json'}")

@@ -74,7 +74,8 @@ def evaluate(generator: MaskGenerator, dataset: PairsDataset, *, batch_size: int
         if "image" not in batch:
             continue
         truth = batch["mask"]
-        pred = generator.generate(batch["original"], batch["image"], batch["instruction"], truth=truth).cpu()
+        scored = generator.generate_scored(batch["original"], batch["image"], batch["instruction"], truth=truth)
+        pred, quality = scored.mask.cpu(), scored.quality.cpu()
         per = pixel.update(pred, truth, batch["valid"])
         best.update(pred, truth, batch["valid"])
         auc.update(pred, truth, batch["valid"])
@@ -82,7 +83,7 @@ def evaluate(generator: MaskGenerator, dataset: PairsDataset, *, batch_size: int
         counts["original_resized"] += int(batch["original_resized"].sum())
         for i, item_id in enumerate(batch["id"]):
             rows.append({"id": item_id, "f1": _num(per["f1"][i]), "iou": _num(per["iou"][i]),
-                         "manipulated": bool(per["manipulated"][i]),
+                         "manipulated": bool(per["manipulated"][i]), "quality": _num(quality[i]),
                          **{k: v for k, v in meta[item_id].items() if isinstance(v, (str, int, float, bool))}})
             if item_id in show_ids:
                 shown[item_id] = pred[i, 0]
@@ -152,7 +153,8 @@ def run_eval(cfg: DictConfig, generators: list[str], datasets: list[tuple[str, P
                      result.metrics["f1_per_image"], result.metrics["iou_per_image"], result.metrics["n_manipulated"])
         seconds = time.perf_counter() - start
         report["generators"][gname] = {"info": generator.info.summary, "weights": generator.info.weights,
-                                       "seconds": round(seconds, 2), "pairs_per_s": round(n_pairs / seconds, 2)}
+                                       "seconds": round(seconds, 2), "pairs_per_s": round(n_pairs / seconds, 2),
+                                       "counters": generator.counters()}  # e.g. registration fallbacks
         for metric in METRICS:
             values = [table[gname][f"{d}/{metric}"] for d in data]
             table[gname][f"mean/{metric}"] = sum(values) / len(values)
