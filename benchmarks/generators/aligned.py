@@ -14,7 +14,6 @@ on a test benchmark; the config says which (``chosen_on``).
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import numpy as np
@@ -27,8 +26,6 @@ from benchmarks.generators.ops import gaussian_blur, otsu_threshold
 from benchmarks.generators.quality import agreement, stability
 from benchmarks.generators.registration import (Registration, RegistrationConfig, RegistrationLog, opencv_single_thread,
                                                 register, warp)
-
-log = logging.getLogger(__name__)
 
 PROMPTFORGE = "PromptForge-350k (Wang et al., arXiv 2603.29386): keypoint alignment + semantic-space similarity"
 
@@ -89,14 +86,15 @@ class AlignedDiff(_Aligned):
     score is the stability of the mask before clean-up (:func:`benchmarks.generators.quality.stability`).
     """
 
-    def __init__(self, registration: dict[str, Any] | None = None, prefilter_sigma: float = 1.0, tone: str = "local",
-                 sigma: float = 1.5, k: float = 3.0, floor: float = 8.0, open_radius: int = 1, close_radius: int = 2,
+    def __init__(self, registration: dict[str, Any] | None = None, prefilter_sigma: float = 2.0, tone: str = "local",
+                 sigma: float = 1.0, k: float = 4.0, floor: float = 3.0, open_radius: int = 1, close_radius: int = 2,
                  min_area: float = 0.001, chosen_on: str = "code defaults"):
         super().__init__("aligned_diff", registration)
         if tone not in difference.TONES:
             raise ValueError(f"aligned_diff tone={tone!r}; use one of {difference.TONES}")
         if floor <= 0 or k < 0:
-            raise ValueError(f"aligned_diff needs floor > 0 (deltaE units, e.g. 8) and k >= 0; got floor={floor}, k={k}")
+            raise ValueError(f"aligned_diff needs floor > 0 (deltaE units, e.g. 4) and k >= 0; got floor={floor}, "
+                             f"k={k}")
         self.prefilter_sigma, self.tone, self.sigma = float(prefilter_sigma), tone, float(sigma)
         self.k, self.floor = float(k), float(floor)
         self.open_radius, self.close_radius, self.min_area = int(open_radius), int(close_radius), float(min_area)
@@ -122,15 +120,20 @@ class AlignedDiff(_Aligned):
         return mask, quality, diagnostics
 
 
-def semantic_mask(dists: list[torch.Tensor], valid: torch.Tensor, layer_weights: tuple[float, ...], sigma: float,
-                  threshold: str, k: float, floor: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fuse per-scale distances (B,1,H,W each) into (soft mask, (B,) thresholds, (B,) quality).
+def smoothed_scales(dists: list[torch.Tensor], sigma: float) -> list[torch.Tensor]:
+    """Each scale's distance map smoothed (blurring before fusing equals blurring the fused map: it is linear)."""
+    return [gaussian_blur(d, sigma) for d in dists]
+
+
+def semantic_mask(smoothed: list[torch.Tensor], valid: torch.Tensor, layer_weights: tuple[float, ...], threshold: str,
+                  k: float, floor: float, with_quality: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Fuse smoothed per-scale distances (B,1,H,W each) into (soft mask, (B,) thresholds, (B,) quality or None).
 
     Quality: the mean pairwise IoU of the per-scale masks at the fused threshold (scale agreement); with a
     single scale, the fused mask's stability.
     """
-    fused = sum(w * d for w, d in zip(layer_weights, dists) if w > 0) / sum(layer_weights)
-    score = gaussian_blur(fused, sigma) * valid
+    score = sum(w * d for w, d in zip(layer_weights, smoothed) if w > 0) / sum(layer_weights) * valid
     if threshold == "otsu":
         thr = otsu_threshold(score).clamp_min(floor)
     else:
@@ -138,7 +141,9 @@ def semantic_mask(dists: list[torch.Tensor], valid: torch.Tensor, layer_weights:
                             for s, v in zip(score, valid)], device=score.device, dtype=score.dtype)
     t = thr.view(-1, 1, 1, 1)
     mask = score / (score + t.clamp_min(1e-8))
-    per_scale = [gaussian_blur(d, sigma) * valid >= t for w, d in zip(layer_weights, dists) if w > 0]
+    if not with_quality:
+        return mask, thr, None
+    per_scale = [d * valid >= t for w, d in zip(layer_weights, smoothed) if w > 0]
     quality = agreement(per_scale) if len(per_scale) > 1 else stability(mask)
     return mask, thr, quality
 
@@ -156,8 +161,9 @@ class AlignedSemantic(_Aligned):
 
     def __init__(self, registration: dict[str, Any] | None = None, backbone: str = "tf_efficientnet_lite0",
                  pretrained_path: str | None = None, pretrained: bool = False,
-                 layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0), sigma: float = 2.0, threshold: str = "otsu",
-                 k: float = 3.0, floor: float = 0.1, min_input: int = 32, chosen_on: str = "code defaults"):
+                 layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0), sigma: float = 4.0, threshold: str = "mad",
+                 k: float = 3.0, floor: float = 0.25, input_scale: float = 1.0, min_input: int = 32,
+                 chosen_on: str = "code defaults"):
         super().__init__("aligned_semantic", registration)
         from sigma.backbone import FrozenBackbone
 
@@ -173,7 +179,10 @@ class AlignedSemantic(_Aligned):
             pretrained_path = str(efficientnet_lite0_path())
         self.backbone = FrozenBackbone(backbone, pretrained_path, pretrained)
         self.layer_weights, self.sigma, self.threshold = layer_weights, float(sigma), threshold
+        if input_scale <= 0:
+            raise ValueError(f"aligned_semantic input_scale={input_scale}; give a positive factor (1 = as loaded, 2)")
         self.k, self.floor, self.min_input = float(k), float(floor), int(min_input)
+        self.input_scale = float(input_scale)
         used = [s for s, w in zip((4, 8, 16), layer_weights) if w > 0]
         self.info = GeneratorInfo(
             "aligned_semantic", f"registered pair, 1 - cosine of frozen {backbone} features at strides {used}, "
@@ -184,10 +193,11 @@ class AlignedSemantic(_Aligned):
         """1 - cos per location for each backbone scale, upsampled to (B,1,H,W)."""
         h, w = edited.shape[-2:]
         both = torch.cat([warped, edited])
-        if min(h, w) < self.min_input:  # the stride-16 map needs a few cells; tiny pairs are enlarged first
-            scale = self.min_input / min(h, w)
-            both = F.interpolate(both, size=(max(self.min_input, round(h * scale)), max(self.min_input, round(w * scale))),
-                                 mode="bilinear", align_corners=False)
+        # input_scale > 1 gives finer feature maps; tiny pairs are enlarged so the stride-16 map has a few cells
+        scale = max(self.input_scale, self.min_input / min(h, w))
+        if scale != 1.0:
+            both = F.interpolate(both, size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="bilinear",
+                                 align_corners=False)
         out = []
         for feats in self.backbone(both):
             a, b = feats.chunk(2)
@@ -206,8 +216,8 @@ class AlignedSemantic(_Aligned):
         warped_t = torch.from_numpy(np.stack(warped)).permute(0, 3, 1, 2).to(edited.device, edited.dtype)
         valid_t = torch.from_numpy(np.stack(valid))[:, None].to(edited.device)
         dists = self.layer_distances(warped_t, edited)
-        mask, thr, quality = semantic_mask(dists, valid_t, self.layer_weights, self.sigma, self.threshold, self.k,
-                                           self.floor)
+        mask, thr, quality = semantic_mask(smoothed_scales(dists, self.sigma), valid_t, self.layer_weights,
+                                           self.threshold, self.k, self.floor)
         for d, value, m in zip(diagnostics, thr.tolist(), (mask >= 0.5).flatten(1).float().mean(1).tolist()):
             d.update(threshold=round(value, 4), marked=round(m, 6))
         return mask, quality, diagnostics

@@ -53,7 +53,8 @@ class MaskGenerator(nn.Module):
         raise NotImplementedError
 
     def forward_scored(self, original: torch.Tensor, edited: torch.Tensor, instruction: list[str],
-                       truth: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, list[dict[str, Any]]]:
+                       truth: torch.Tensor | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor | None, list[dict[str, Any]]]:
         """Optional hook: (mask, quality (B,) or None, diagnostics). The default runs forward() and leaves the
         quality to generate_scored's default (the mask's stability)."""
         return self.forward(original, edited, instruction, truth), None, [{} for _ in range(original.shape[0])]
@@ -86,7 +87,8 @@ class MaskGenerator(nn.Module):
         return ScoredMasks(mask, quality.clamp(0.0, 1.0), diagnostics)
 
     def _checked_inputs(self, original: torch.Tensor, edited: torch.Tensor, instruction: list[str] | None,
-                        truth: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]:
+                        truth: torch.Tensor | None
+                        ) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]:
         if original.shape != edited.shape or original.ndim != 4 or original.shape[1] != 3:
             raise ValueError(f"original {tuple(original.shape)} and edited {tuple(edited.shape)} must both be (B,3,H,W)")
         instruction = list(instruction) if instruction is not None else [""] * original.shape[0]
@@ -140,4 +142,5 @@ def create_generator(name: str, **kwargs: Any) -> MaskGenerator:
 
 
 def _import_builtin() -> None:
-    from benchmarks.generators import aligned, feature, ladder, pixel, reference, sigma  # noqa: F401  (registration side effects)
+    # imported for their registration side effects
+    from benchmarks.generators import aligned, feature, ladder, pixel, reference, sigma  # noqa: F401

@@ -107,5 +107,6 @@ def clean(binary: np.ndarray, open_radius: int, close_radius: int, min_area: flo
 def soft_mask(score: np.ndarray, threshold: float, kept: np.ndarray) -> np.ndarray:
     """The contract's soft mask: s / (s + t) (>= 0.5 exactly where s >= t, monotone in s), then moved to the
     right side of 0.5 where the clean-up added or removed a pixel, so thresholding at 0.5 gives ``kept``."""
-    soft = score / (score + max(threshold, 1e-8))
-    return np.where(kept, np.maximum(soft, 0.5), np.minimum(soft, np.nextafter(np.float32(0.5), np.float32(0)))).astype(np.float32)
+    soft = (score / (score + max(threshold, 1e-8))).astype(np.float32)
+    below = np.nextafter(np.float32(0.5), np.float32(0.0))  # the largest float32 under 0.5
+    return np.where(kept, np.maximum(soft, np.float32(0.5)), np.minimum(soft, below)).astype(np.float32)

@@ -25,8 +25,6 @@ from benchmarks.data.loading import pad_collate
 from benchmarks.data.manifest import PairsDataset
 from benchmarks.metrics.false_positive import FalsePositiveRate
 
-log = logging.getLogger(__name__)
-
 
 def false_positive_rates(generators: dict[str, Any], folder: str | Path, *, limit: int | None = None,
                          batch_size: int = 16, device: torch.device | str = "cpu") -> dict[str, dict[str, Any]]:
