@@ -25,29 +25,33 @@ def to_lab(rgb: np.ndarray, prefilter_sigma: float) -> np.ndarray:
     return cv2.cvtColor(np.clip(rgb, 0.0, 1.0).astype(np.float32), cv2.COLOR_RGB2Lab)
 
 
-def tone_corrected(diff: np.ndarray, valid: np.ndarray, tone: str, reliable_quantile: float = 0.5) -> np.ndarray:
+def tone_corrected(diff: np.ndarray, valid: np.ndarray, tone: str) -> np.ndarray:
     """Remove the editor's tone / colour drift from a signed Lab difference (H,W,3).
 
     ``global``: the per-channel median difference (gain/offset drift shared by the whole image).
-    ``local``: a smooth per-channel field, the normalised-convolution blur of the difference over the
-    pixels that changed least (the smooth field an editor's decoder adds; edits are left out of the fit
-    because they are among the pixels that changed most).
+    ``local``: a smooth per-channel field, the normalised-convolution blur (sigma = 1/8 of the long side) of
+    the difference over the pixels that changed least (the smooth field an editor's decoder adds; edits are
+    left out of the fit because they are among the pixels that changed most).
+    Both fit on the half of the valid pixels whose change is smallest.
     """
     if tone not in TONES:
         raise ValueError(f"tone={tone!r}; use one of {TONES}")
     if tone == "none" or not valid.any():
         return diff
     magnitude = np.sqrt((diff ** 2).sum(axis=2))
-    reliable = valid & (magnitude <= np.quantile(magnitude[valid], reliable_quantile))
-    if not reliable.any():
-        return diff
+    reliable = valid & (magnitude <= np.median(magnitude[valid]))
     if tone == "global":
         return diff - np.median(diff[reliable], axis=0)
     h, w = valid.shape
     sigma = max(h, w) / 8.0  # the drift field varies over about a quarter of the image
-    weight = cv2.GaussianBlur(reliable.astype(np.float32), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    field = cv2.GaussianBlur(diff * reliable[..., None], (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-    return diff - field / np.maximum(weight, 1e-3)[..., None]
+    step = max(1, int(sigma // 4))  # so fit it on a grid that much coarser (same field, a fraction of the cost)
+    size = (max(1, w // step), max(1, h // step))
+    weight = cv2.resize(reliable.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    total = cv2.resize((diff * reliable[..., None]).astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    weight = cv2.GaussianBlur(weight, (0, 0), sigma / step, borderType=cv2.BORDER_REFLECT)
+    total = cv2.GaussianBlur(total, (0, 0), sigma / step, borderType=cv2.BORDER_REFLECT).reshape(size[1], size[0], 3)
+    field = cv2.resize(total / np.maximum(weight, 1e-3)[..., None], (w, h), interpolation=cv2.INTER_LINEAR)
+    return diff - field.reshape(h, w, 3)
 
 
 def delta_e(lab_a: np.ndarray, lab_b: np.ndarray, valid: np.ndarray, tone: str) -> np.ndarray:

@@ -1,6 +1,6 @@
 """False-positive rates of mask generators on pairs whose only change is the editor round trip.
 
-    python -m benchmarks.perf.false_positives --dataset NOEDIT_FOLDER --generator aligned_diff,pixel_diff
+    python -m benchmarks.perf.false_positives --dataset synth_noedit --generator aligned_diff,pixel_diff
     python -m benchmarks.perf.false_positives --dataset NOEDIT_FOLDER --generator all --limit 200 device=cpu
 
 On such pairs (e.g. the suite's ``synth_noedit``: original and its round-tripped copy, empty masks) every
@@ -68,7 +68,8 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="pairs folder whose masks are all empty (or absent)")
+    parser.add_argument("--dataset", required=True,
+                        help="pairs whose masks are all empty (or absent): a folder or a dataset name (synth_noedit)")
     parser.add_argument("--generator", default="aligned_diff,pixel_diff", help="comma list, or 'all' (the profile's)")
     parser.add_argument("--profile", default="cpu-quick")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs")
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from benchmarks.config import compose, expand
     from benchmarks.generators.base import list_generators
-    from benchmarks.runners.eval_generators import generator_from_config, resolve_device
+    from benchmarks.runners.eval_generators import generator_from_config, resolve_datasets, resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
             generators[name] = generator_from_config(gcfg).eval()
         except FileNotFoundError as exc:  # a learned generator never trained here
             print(f"[missing] {name}: {exc}; skipped")
-    results = false_positive_rates(generators, args.dataset, limit=args.limit, batch_size=args.batch_size,
+    (_, folder), *more = resolve_datasets(cfg, args.dataset, overrides)
+    if more:
+        raise SystemExit(f"--dataset {args.dataset}: names {1 + len(more)} datasets; give one folder or name")
+    results = false_positive_rates(generators, folder, limit=args.limit, batch_size=args.batch_size,
                                    device=resolve_device(cfg.device))
     n = next(iter(results.values()))["n_images"] if results else 0
-    print(f"false positives on {n} no-edit pairs of {args.dataset} (pixel marked = mask >= 0.5)")
+    print(f"false positives on {n} no-edit pairs of {folder} (pixel marked = mask >= 0.5)")
     print(format_table(results))
     return 0
 

@@ -1,8 +1,11 @@
 """Choose the aligned baselines' thresholds and scales on a VALIDATION pairs folder (never a test benchmark).
 
-    python -m benchmarks.perf.tune_baselines --dataset VAL_PAIRS_FOLDER [--label synth_val]
-    python -m benchmarks.perf.tune_baselines --dataset VAL_PAIRS_FOLDER --noedit NOEDIT_FOLDER --max-fp 0.01
-    python -m benchmarks.perf.tune_baselines --dataset VAL_PAIRS_FOLDER --generator aligned_diff --limit 100
+    python -m benchmarks.perf.tune_baselines --dataset synth_val --noedit synth_noedit --max-fp 0.01
+    python -m benchmarks.perf.tune_baselines --dataset VAL_PAIRS_FOLDER --label my_val [--noedit NOEDIT_FOLDER]
+    python -m benchmarks.perf.tune_baselines --dataset synth_val --generator aligned_diff --limit 100
+
+``--dataset`` / ``--noedit`` take a pairs folder or a dataset config name (a synthetic set is built on first
+use, as for ``bench eval-generators``); the profile's test benchmarks and the holdout set are refused by name.
 
 For each generator it grid-searches the few parameters of :data:`GRIDS` on the folder's pairs (masks
 required) and ranks them by the headline metric (pixel F1 at 0.5 per image, mean over manipulated pairs;
@@ -341,12 +344,27 @@ def check(name: str, params: dict[str, Any], folder: Path, limit: int | None, ba
     return float(result.metrics["f1_per_image"])
 
 
-def config_params(name: str) -> dict[str, Any]:
+def resolve_folder(choice: str, overrides: list[str], tuning: bool) -> tuple[str, Path]:
+    """(name, folder) of a pairs folder or dataset config name; with ``tuning``, test and holdout sets are refused."""
+    from benchmarks.config import compose
+    from benchmarks.runners.eval_generators import resolve_datasets
+
+    cfg = compose(overrides)
+    if tuning and (choice in set(cfg.profile.test_datasets) or choice == "synth_holdout"):
+        raise SystemExit(f"--dataset {choice}: a test / holdout set; choose thresholds on a validation split "
+                         "(e.g. synth_val), never on the sets the leaderboard reports")
+    found = resolve_datasets(cfg, choice, overrides)
+    if len(found) != 1:
+        raise SystemExit(f"--dataset {choice}: names {len(found)} datasets; give one folder or dataset name")
+    return found[0]
+
+
+def config_params(name: str, overrides: list[str]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from benchmarks.config import compose
 
-    cfg = OmegaConf.to_container(compose([f"generator={name}"]).generator, resolve=True)
+    cfg = OmegaConf.to_container(compose([*overrides, f"generator={name}"]).generator, resolve=True)
     cfg.pop("name")
     return cfg
 
@@ -354,15 +372,19 @@ def config_params(name: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True, help="validation pairs folder (manifest.jsonl with masks)")
-    parser.add_argument("--label", default=None, help="name recorded as chosen_on (default: the folder's name)")
-    parser.add_argument("--noedit", default=None, help="pairs folder whose only change is the editor round trip")
+    parser.add_argument("--dataset", required=True,
+                        help="validation pairs: a folder (manifest.jsonl with masks) or a dataset name (synth_val)")
+    parser.add_argument("--label", default=None, help="name recorded as chosen_on (default: the dataset's name)")
+    parser.add_argument("--noedit", default=None,
+                        help="pairs whose only change is the editor round trip: a folder or a name (synth_noedit)")
+    parser.add_argument("--profile", default="cpu-quick", help="config profile (sizes of a synthetic set it builds)")
     parser.add_argument("--max-fp", type=float, default=None, help="choose only settings with no-edit FP rate <= this")
     parser.add_argument("--generator", default="aligned_diff,aligned_semantic")
     parser.add_argument("--limit", type=int, default=None, help="use the first N pairs of each folder")
     parser.add_argument("--top", type=int, default=8, help="rows of the table per generator")
     parser.add_argument("--threads", type=int, default=1, help="torch and OpenCV threads (default 1)")
     parser.add_argument("--json", default=None, help="write every setting's scores here")
+    parser.add_argument("overrides", nargs="*", help="config overrides (key=value), as for bench")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
@@ -370,22 +392,25 @@ def main(argv: list[str] | None = None) -> int:
 
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
-    folder = Path(args.dataset).expanduser()
-    label = args.label or folder.name
+    overrides = [f"profile={args.profile}", *args.overrides]
+    dataset_name, folder = resolve_folder(args.dataset, overrides, tuning=True)
+    noedit_folder = resolve_folder(args.noedit, overrides, tuning=False)[1] if args.noedit else None
+    label = args.label or dataset_name
     names = [n.strip() for n in args.generator.split(",") if n.strip()]
     unknown = sorted(set(names) - set(GRIDS))
     if unknown:
         raise SystemExit(f"--generator {unknown}: this script tunes {sorted(GRIDS)}")
     print(f"tuning on {folder} (label {label!r}); parameters chosen here must come from a validation split")
-    report: dict[str, Any] = {"dataset": str(folder), "label": label, "noedit": args.noedit, "generators": {}}
+    report: dict[str, Any] = {"dataset": str(folder), "label": label,
+                              "noedit": str(noedit_folder) if noedit_folder else None, "generators": {}}
     registered: dict[RegistrationConfig, tuple[list[Pair], list[Pair]]] = {}
     for name in names:
-        base = config_params(name)
+        base = config_params(name, overrides)
         reg_cfg = RegistrationConfig.from_dict(base.get("registration"))
         start = time.perf_counter()
         if reg_cfg not in registered:
             pairs = load_pairs(folder, reg_cfg, args.limit, need_mask=True)
-            noedit = load_pairs(Path(args.noedit), reg_cfg, args.limit, need_mask=False) if args.noedit else []
+            noedit = load_pairs(noedit_folder, reg_cfg, args.limit, need_mask=False) if noedit_folder else []
             registered[reg_cfg] = (pairs, noedit)
             methods: dict[str, int] = {}
             for p in pairs + noedit:

@@ -180,3 +180,11 @@ def test_tuning_script_chooses_and_checks_through_the_evaluation_loop(tmp_path, 
         assert len(entry["rows"]) == settings and entry["check_f1"] == pytest.approx(entry["chosen"]["f1"], abs=1e-6)
         assert "fp_noedit" in entry["chosen"]
     assert report["generators"]["aligned_diff"]["chosen"]["params"]["floor"] == 4.0  # 30 deltaE misses the edits
+
+
+def test_tuning_script_refuses_test_and_holdout_sets_by_name():
+    from benchmarks.perf import tune_baselines
+
+    for name in ("synth_removal", "synth_holdout"):
+        with pytest.raises(SystemExit, match="validation split"):
+            tune_baselines.main(["--dataset", name])
