@@ -152,7 +152,8 @@ def run_eval(cfg: DictConfig, generators: list[str], datasets: list[tuple[str, P
             log.info("%s on %s: F1 %.3f IoU %.3f (per image, thr 0.5, %d manipulated)", gname, dname,
                      result.metrics["f1_per_image"], result.metrics["iou_per_image"], result.metrics["n_manipulated"])
         seconds = time.perf_counter() - start
-        report["generators"][gname] = {"info": generator.info.summary, "weights": generator.info.weights,
+        report["generators"][gname] = {"info": generator.info.summary, "paper": generator.info.paper,
+                                       "weights": generator.info.weights,
                                        "seconds": round(seconds, 2), "pairs_per_s": round(n_pairs / seconds, 2),
                                        "counters": generator.counters()}  # e.g. registration fallbacks
         for metric in METRICS:
