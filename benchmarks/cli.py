@@ -9,20 +9,40 @@ beside its outputs.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from benchmarks import __version__
 
 log = logging.getLogger("bench")
+
+# (subcommand, data subcommand) -> (module of benchmarks.commands, function); imported on use so that
+# `bench --help` stays fast
+COMMANDS = {("data", "synth"): ("data", "synth_command"), ("data", "check"): ("data", "check_command"),
+            ("annotate", None): ("annotate", "annotate_command"),
+            ("eval-generators", None): ("eval_generators", "eval_generators_command"),
+            ("train-sigma", None): ("train_sigma", "train_sigma_command"),
+            ("train-detector", None): ("train_detector", "train_detector_command"),
+            ("eval-detector", None): ("eval_detector", "eval_detector_command"),
+            ("run", None): ("run", "run_command"), ("leaderboard", None): ("report", "leaderboard_command"),
+            ("plots", None): ("report", "plots_command")}
 
 EPILOG = "Extra key=value arguments are Hydra overrides, e.g. `synth.n_corpus=200 seed=1 geometry.size=128`."
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
+
+
+def _command(sub: Any, name: str, help_text: str, description: str | None = None,
+             epilog: str | None = EPILOG) -> argparse.ArgumentParser:
+    """A subcommand parser with the shared help layout (description defaults to the one-line help)."""
+    return sub.add_parser(name, formatter_class=_Formatter, epilog=epilog, help=help_text,
+                          description=description or f"{help_text[0].upper()}{help_text[1:]}.")
 
 
 def _common(p: argparse.ArgumentParser, *flags: str) -> None:
@@ -39,6 +59,7 @@ def _common(p: argparse.ArgumentParser, *flags: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `bench` parser: every subcommand with its flags and help."""
     parser = argparse.ArgumentParser(
         prog="bench", formatter_class=_Formatter, epilog=EPILOG,
         description="SIGMA-bench: turn (original, edited, instruction) pairs into masks, score mask generators, "
@@ -46,40 +67,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sigma-bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    data = sub.add_parser("data", formatter_class=_Formatter, epilog=EPILOG,
-                          help="build the offline synthetic suite; inspect datasets",
-                          description="Data utilities: `synth` writes the offline synthetic suite, `check` loads a "
-                                      "dataset end to end and reports what it holds and what is wrong.")
+    data = _command(sub, "data", "build the offline synthetic suite; inspect datasets",
+                    "Data utilities: `synth` writes the offline synthetic suite, `check` loads a dataset end to end "
+                    "and reports what it holds and what is wrong.")
     data_sub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
-    synth = data_sub.add_parser(
-        "synth", formatter_class=_Formatter, epilog=EPILOG, help="write the synthetic suite (cached by config hash)",
-        description="Write the embedded synthetic suite from photographs shipped in the dependencies' wheels: an "
+    synth = _command(
+        data_sub, "synth", "write the synthetic suite (cached by config hash)",
+        "Write the embedded synthetic suite from photographs shipped in the dependencies' wheels: an "
                     "inpainting set (SIGMA Stage I), an editing corpus (masks kept apart), and five test "
                     "benchmarks. Prints per-set pair count, mean mask area and median PSNR outside the edits.")
     synth.add_argument("--synth", default="default", help="suite config (configs/synth/): default or holdout")
     synth.add_argument("--force", action="store_true", help="rebuild even when a complete suite with this hash exists")
     _common(synth)
-    check = data_sub.add_parser(
-        "check", formatter_class=_Formatter, help="load every item of a dataset and report counts and errors",
-        description="Load a pairs-manifest folder, an IMDL-BenCo JSON, a Tp/+Gt/ folder, or a public dataset via its "
-                    "adapter, decode every item, and print counts, mask areas and every bad item with its reason.")
+    check = _command(
+        data_sub, "check", "load every item of a dataset and report counts and errors",
+        "Load a pairs-manifest folder, an IMDL-BenCo JSON, a Tp/+Gt/ folder, or a public dataset via its "
+                    "adapter, decode every item, and print counts, mask areas and every bad item with its reason.", epilog=None)
     check.add_argument("path", help="dataset folder or file")
     check.add_argument("--adapter", default=None, help="public-dataset adapter name (e.g. casia2, nist16)")
     check.add_argument("--limit", type=int, default=None, help="check only the first N items")
     check.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
-    def simple(name: str, help_text: str, *flags: str, extra: Callable[[argparse.ArgumentParser], None] | None = None):
-        p = sub.add_parser(name, formatter_class=_Formatter, epilog=EPILOG, help=help_text,
-                           description=f"{help_text[0].upper()}{help_text[1:]}.")
-        if extra:
-            extra(p)
-        _common(p, *flags)
-        return p
-
-    annotate = sub.add_parser(
-        "annotate", formatter_class=_Formatter, epilog=EPILOG,
-        help="annotate a pairs corpus with a mask generator (PNG masks + IMDL-BenCo JSON)",
-        description="Stream (original, edited, instruction) pairs from a pairs-manifest folder or parquet files "
+    annotate = _command(
+        sub, "annotate", "annotate a pairs corpus with a mask generator (PNG masks + IMDL-BenCo JSON)",
+        "Stream (original, edited, instruction) pairs from a pairs-manifest folder or parquet files "
                     "through one mask generator (batched, no grad, bf16 on CUDA) and write DIR/masks/<id>.png, "
                     "DIR/iml.json (IMDL-BenCo list), DIR/manifest.jsonl, DIR/skipped.jsonl, DIR/provenance.json "
                     "and DIR/config.yaml. Work is committed shard by shard (DIR/shards/), so the same command "
@@ -107,17 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--merge-only", action="store_true",
                           help="only merge the committed shards of --out into iml.json, manifest.jsonl, provenance")
     _common(annotate, "generator")
-    evalg = sub.add_parser(
-        "eval-generators", formatter_class=_Formatter, epilog=EPILOG,
-        help="score mask generators against ground-truth masks (pixel F1 / IoU)",
-        description="Run each generator on each dataset's pairs and score its masks against the ground truth: "
+    evalg = _command(
+        sub, "eval-generators", "score mask generators against ground-truth masks (pixel F1 / IoU)",
+        "Run each generator on each dataset's pairs and score its masks against the ground truth: "
                     "per-image F1 / IoU at threshold 0.5 (headline), pooled F1, oracle best-threshold F1, pixel AUC. "
                     "Writes leaderboards (CSV + Markdown), per-pair scores and a qualitative figure under results/.")
     evalg.add_argument("--tag", default=None, help="leaderboard file name (default: generators, or generators_<datasets>)")
     _common(evalg, "generator", "dataset")
-    trains = sub.add_parser(
-        "train-sigma", formatter_class=_Formatter, epilog=EPILOG, help="train the SIGMA annotator (Stage I, Stage II)",
-        description="Prepare SIGMA's training data once (frozen-backbone features of the inpainting set, of editor "
+    trains = _command(
+        sub, "train-sigma", "train the SIGMA annotator (Stage I, Stage II)",
+        "Prepare SIGMA's training data once (frozen-backbone features of the inpainting set, of editor "
                     "round-trip calibration pairs made with a diffusers VAE or the offline stand-in autoencoder, and of "
                     "the unlabelled corpus; cached), train Stage I (exact masks) and Stage II (calibration, EMA "
                     "self-training, edit-noise disentanglement), and export the heads to sigma.export "
@@ -128,10 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     trains.add_argument("--variant", default="sigma", choices=["sigma", "grounding_only", "ablations"],
                         help="what to train")
     _common(trains)
-    traind = sub.add_parser(
-        "train-detector", formatter_class=_Formatter, epilog=EPILOG,
-        help="train IML detectors on an IML training list (a generator's masks or ground truth)",
-        description="Train each detector with the one trainer (AdamW, warmup + cosine, bf16 on CUDA, exact resume, "
+    traind = _command(
+        sub, "train-detector", "train IML detectors on an IML training list (a generator's masks or ground truth)",
+        "Train each detector with the one trainer (AdamW, warmup + cosine, bf16 on CUDA, exact resume, "
                     "DDP under torchrun) on --train: 'synth' (the synthetic suite's ground-truth corpus, validated on "
                     "its iml_val.json), an IMDL-BenCo JSON list, a Tp/+Gt/ folder, '<adapter>:<root>', or an IML "
                     "dataset config. The checkpoint is chosen on a validation set (--val, or train.val_fraction held "
@@ -144,10 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     traind.add_argument("--name", default=None, help="run folder name under <paths.runs>/detectors/ (default: from --train)")
     traind.add_argument("--force", action="store_true", help="delete an existing run folder and train afresh")
     _common(traind, "detector")
-    evald = sub.add_parser(
-        "eval-detector", formatter_class=_Formatter, epilog=EPILOG,
-        help="evaluate trained detectors (headline metrics + robustness sweep)",
-        description="Run each trained detector (best.pt of its run, or --checkpoint) on each test dataset and score "
+    evald = _command(
+        sub, "eval-detector", "evaluate trained detectors (headline metrics + robustness sweep)",
+        "Run each trained detector (best.pt of its run, or --checkpoint) on each test dataset and score "
                     "it: per-image F1 / IoU at threshold 0.5 (headline), pooled F1, oracle best-threshold F1, pixel "
                     "AUC, image AUC / accuracy. With the robustness sweep (on in gpu-paper, --robustness to force), "
                     "also F1 under JPEG quality 50..100, Gaussian blur sigma 0..3 and Gaussian noise std 0..0.1. "
@@ -158,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     evald.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=None,
                        help="run the perturbation sweep (default: train.test.robustness of the profile)")
     _common(evald, "detector", "dataset")
-    run = sub.add_parser(
-        "run", formatter_class=_Formatter, epilog=EPILOG, help="end to end: annotate, train detectors, test, report",
-        description="Annotate the editing corpus with a generator, train each detector on the masks, test on the "
+    run = _command(
+        sub, "run", "end to end: annotate, train detectors, test, report",
+        "Annotate the editing corpus with a generator, train each detector on the masks, test on the "
                     "profile's test datasets, and publish each (generator, detector) cell in results/runs/<G>/<D>/; "
                     "then the leaderboard and figures. '--generator all' = SIGMA, every baseline and oracle (not the "
                     "degenerate empty/full). A re-run skips finished cells.")
@@ -168,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pairs", default=None,
                      help="pairs-manifest folder to annotate (default: the synthetic suite's editing corpus)")
     _common(run, "generator", "detector", "dataset")
-    simple("leaderboard", "build the downstream leaderboard (CSV + Markdown) from the cells in results/runs/")
-    simple("plots", "draw the paper figures (PNG + PDF) from the cells in results/runs/")
+    _common(_command(sub, "leaderboard", "build the downstream leaderboard (CSV + Markdown) from the cells in "
+                                         "results/runs/"))
+    _common(_command(sub, "plots", "draw the paper figures (PNG + PDF) from the cells in results/runs/"))
     return parser
 
 
@@ -179,6 +188,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `bench` command; bad input (a DataError, ValueError or missing file) is one line on stderr, exit 2."""
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["bench", *(sys.argv[1:] if argv is None else argv)])  # recorded in outputs
@@ -187,20 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         parser.error(f"unexpected argument(s) {bad}: extra arguments must be Hydra overrides key=value")
     from benchmarks.data.errors import DataError
-    from benchmarks.runners import annotate as annotate_runner
-    from benchmarks.runners import data as data_runner
-    from benchmarks.runners import eval_detector, eval_generators, report, train_detector, train_sigma
-    from benchmarks.runners import run as run_runner
 
-    handlers = {("data", "synth"): data_runner.synth_command, ("data", "check"): data_runner.check_command,
-                ("run", None): run_runner.run_command, ("annotate", None): annotate_runner.annotate_command,
-                ("eval-generators", None): eval_generators.eval_generators_command,
-                ("train-detector", None): train_detector.train_detector_command,
-                ("eval-detector", None): eval_detector.eval_detector_command,
-                ("train-sigma", None): train_sigma.train_sigma_command,
-                ("leaderboard", None): report.leaderboard_command, ("plots", None): report.plots_command}
+    module, function = COMMANDS[(args.command, getattr(args, "data_command", None))]
     try:
-        return handlers[(args.command, getattr(args, "data_command", None))](args)
+        return getattr(importlib.import_module(f"benchmarks.commands.{module}"), function)(args)
     except (DataError, ValueError, FileNotFoundError) as exc:
         if args.verbose:
             raise

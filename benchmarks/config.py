@@ -1,16 +1,24 @@
 """Composing the Hydra configs: named flags select groups, extra ``key=value`` arguments override.
 
 Configs select, code defines: the YAML files under ``configs/`` pick parts and sizes; the dataclasses in
-the code (e.g. :class:`benchmarks.synth.build.SynthConfig`) hold the typed defaults and validate.
+the code (e.g. :class:`benchmarks.synth.build.SynthConfig`, :class:`detectors.train.TrainConfig`) hold the
+typed defaults and validate, and ``tests/test_configs.py`` checks that both say the same. Folder paths
+resolve against the project root (:mod:`benchmarks.paths`), so a command runs the same from anywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
+
+from benchmarks.paths import config_roots, portable_tree, register_resolvers
+
+T = TypeVar("T")
 
 GROUPS = ("synth", "sigma", "train", "generator", "detector", "dataset", "profile", "experiment")
 
@@ -34,6 +42,7 @@ def group_options(group: str) -> list[str]:
 
 
 def check_option(group: str, name: str) -> str:
+    """`name` when it is a file of config group `group`; else an error listing the choices."""
     options = group_options(group)
     if name not in options:
         raise ValueError(f"--{group} {name!r} is unknown; choose one of {options}"
@@ -46,6 +55,7 @@ def compose(overrides: Sequence[str] = (), command: str | None = None) -> DictCo
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    register_resolvers()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))
     if command is not None:
@@ -65,15 +75,45 @@ def expand(group: str, choice: str, cfg: DictConfig | None = None) -> list[str]:
 
 
 def save_resolved(cfg: DictConfig, folder: str | Path, name: str = "config.yaml") -> Path:
-    """Write the fully resolved config beside a command's outputs (atomically)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    tmp = path.with_name(name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    tmp.replace(path)
-    return path
+    """Write the fully resolved config beside a command's outputs (atomically), its paths written against
+    the project root and ``paths.*`` (:func:`benchmarks.paths.portable`), so the record holds no machine's
+    folders."""
+    from benchmarks.io import atomic_write
+
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    record = portable_tree(resolved, config_roots(resolved.get("paths", {})))
+    return atomic_write(Path(folder) / name, OmegaConf.to_yaml(OmegaConf.create(record)))
 
 
 def to_container(node: DictConfig) -> dict:
+    """A config node as plain Python values, interpolations resolved."""
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
+
+
+def typed(cls: type[T], node: DictConfig | Mapping[str, Any], where: str) -> T:
+    """A config node as the typed config `cls` (a dataclass): unknown keys are an error naming them and
+    the known ones, lists become tuples, nested dataclass fields are built the same way."""
+    values = to_container(node) if isinstance(node, DictConfig) else dict(node)
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    hints = _field_types(cls)
+    out = {}
+    for key, value in values.items():
+        kind = hints.get(key)
+        if dataclasses.is_dataclass(kind) and isinstance(value, Mapping):
+            value = typed(kind, value, f"{where}.{key}")
+        elif isinstance(value, list):
+            value = tuple(value)
+        out[key] = value
+    return cls(**out)
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):  # a hint that does not resolve: no nested typing for that class
+        return {}

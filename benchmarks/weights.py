@@ -10,11 +10,13 @@ position (every shape checked) once, and cached as a timm-format file. Model lib
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from benchmarks.io import save_torch
+from benchmarks.paths import home_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,7 @@ EFFICIENTNET_LITE0 = WeightsInfo(
 
 
 def _cache_dir() -> Path:
-    home = Path(os.environ.get("SIGMA_BENCH_HOME", ".bench"))
-    return home / "weights"
+    return home_dir() / "weights"  # paths.home without a composed config (resolved against the project root)
 
 
 def efficientnet_lite0_path() -> Path:
@@ -67,9 +68,6 @@ def efficientnet_lite0_path() -> Path:
             raise ValueError(f"EfficientNet-Lite0 weights: {src_key} {tuple(tensor.shape)} does not fit "
                              f"{dst_key} {tuple(ref.shape)}; the package layout changed")
         converted[dst_key] = tensor
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(converted, tmp)
-    tmp.replace(out)
+    save_torch(converted, out)
     log.info("converted %s -> %s", EFFICIENTNET_LITE0.source, out)
     return out

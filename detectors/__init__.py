@@ -1,6 +1,6 @@
 """IML detector zoo behind one Detector contract (a model library: torch, timm and smp only).
 
-Batch keys the detectors rely on (plain dict keys, see DESIGN.md): ``image`` float (B,3,H,W) in [0,1],
+Batch keys the detectors rely on (plain dict keys, see docs/design.md): ``image`` float (B,3,H,W) in [0,1],
 ``mask`` (B,1,H,W) in {0,1}, ``valid`` bool (B,1,H,W) (False on padding), ``label`` (B,) 1 = manipulated.
 
     from detectors import create_detector, list_detectors

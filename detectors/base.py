@@ -15,9 +15,9 @@ the shared tests pick it up from the registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +92,33 @@ def register_detector(name: str) -> Callable[[Callable[..., Detector]], Callable
         return factory
 
     return deco
+
+
+V = TypeVar("V")
+FACTORY_ARGS = ("variant", "pretrained_path", "pretrained")  # what every registered factory takes
+
+
+def variant_spec(name: str, variant: str, variants: Mapping[str, V]) -> V:
+    """A family's settings for `variant`; an unknown one is an error listing the family's variants."""
+    if variant not in variants:
+        raise ValueError(f"{name}: unknown variant {variant!r}; choose one of {sorted(variants)}")
+    return variants[variant]
+
+
+def check_options(name: str, given: Iterable[str], known: Iterable[str] = ()) -> None:
+    """Factory options beyond :data:`FACTORY_ARGS`: an unknown one is an error listing what the family takes."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {unknown}; it takes {[*FACTORY_ARGS, *sorted(known)]}")
+
+
+def weights_note(part: str, pretrained_path: str | None, pretrained: bool, online: str, rest: str = "") -> str:
+    """``DetectorInfo.weights``: where `part` starts from (a local file, `online`, or nothing)."""
+    if pretrained_path:
+        return f"{part} from {pretrained_path}{rest}"
+    if pretrained:
+        return f"{part} from {online}{rest}"
+    return "random init"
 
 
 def _import_builtin() -> None:

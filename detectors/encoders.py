@@ -7,15 +7,14 @@ supplies the offline ImageNet EfficientNet-Lite0 file where an ImageNet CNN enco
 
 from __future__ import annotations
 
-import torch
 from torch import nn
+
+from detectors.train_state import load_state_dict_file
 
 
 def load_encoder_weights(model: nn.Module, path: str) -> None:
     """Strict on what the model uses: a missing tensor is an error naming the file and the first keys."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    state = load_state_dict_file(path)
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     if missing:

@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from timm.layers import DropPath, LayerNorm2d, Mlp, trunc_normal_
 from torch import nn
 
-from detectors.base import Detector, DetectorInfo, register_detector
+from detectors.base import Detector, DetectorInfo, check_options, register_detector, variant_spec, weights_note
 from detectors.losses import add_dice, bce, edge_map, target_at
+from detectors.train_state import load_file
 
 PAPER = ("Ma et al., 'IML-ViT: Benchmarking Image Manipulation Localization by Vision Transformer', "
          "arXiv:2307.14863 (2023)")
@@ -336,27 +337,19 @@ def iml_vit(variant: str = "tiny", pretrained_path: str | None = None, pretraine
     ViT-B/16 for ``paper``, ViT-Ti/16 for ``tiny``); ``pretrained``: timm's own weights (needs a network).
     Overrides: any key of :data:`VARIANTS` (e.g. ``fixed_size``) and ``head_norm``, ``edge_lambda``,
     ``edge_width``, ``dice_weight``."""
-    if variant not in VARIANTS:
-        raise ValueError(f"iml_vit variant {variant!r} is unknown; choose one of {sorted(VARIANTS)}")
-    cfg = dict(VARIANTS[variant], head_norm="bn", edge_lambda=20.0, edge_width=7, dice_weight=0.0)
-    unknown = sorted(set(kwargs) - set(cfg))
-    if unknown:
-        raise ValueError(f"iml_vit: unknown option(s) {unknown}; known: {sorted(cfg)}")
+    cfg = dict(variant_spec("iml_vit", variant, VARIANTS), head_norm="bn", edge_lambda=20.0, edge_width=7,
+               dice_weight=0.0)
+    check_options("iml_vit", kwargs, cfg)
     cfg.update({k: v for k, v in kwargs.items() if v is not None})
     if cfg["fixed_size"] % PATCH:
         raise ValueError(f"iml_vit: fixed_size {cfg['fixed_size']} must be a multiple of the patch size {PATCH}")
-    weights = "random init"
-    if pretrained_path:
-        weights = f"ViT encoder from {pretrained_path}"
-    elif pretrained:
-        weights = f"ViT encoder from timm {TIMM_PRETRAINED[variant]} (online)"
+    weights = weights_note("ViT encoder", pretrained_path, pretrained, f"timm {TIMM_PRETRAINED[variant]} (online)")
     info = DetectorInfo(name="iml_vit", family="plain ViT (windowed + global attention) + simple feature pyramid, "
                         "edge-weighted loss", paper=PAPER, variant=variant, input_size=cfg["fixed_size"],
                         stride=PATCH, fixed_size=cfg["fixed_size"], weights=weights)
     model = IMLViT(info, **cfg)
     if pretrained_path:
-        state = torch.load(pretrained_path, map_location="cpu", weights_only=True)
-        load_vit_weights(model.encoder, state, str(pretrained_path))
+        load_vit_weights(model.encoder, load_file(pretrained_path), str(pretrained_path))
     elif pretrained:
         import timm
 

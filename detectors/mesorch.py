@@ -47,9 +47,10 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 from torch import nn
 
-from detectors.base import Detector, DetectorInfo, register_detector
+from detectors.base import Detector, DetectorInfo, check_options, register_detector, variant_spec, weights_note
 from detectors.encoders import timm_encoder
 from detectors.losses import add_dice, bce
+from detectors.train_state import load_state_dict_file
 
 PAPER = ("Zhu et al., 'Mesoscopic Insights: Orchestrating Multi-scale & Hybrid Architecture for Image "
          "Manipulation Localization', AAAI 2025 (arXiv:2412.13753)")
@@ -139,9 +140,7 @@ def _timm_name(feature_key: str) -> str:
 
 def load_cnn_weights(body: nn.Module, path: str, arch: str) -> None:
     """Strictly load a timm-format state dict of the full `arch` model into a features-only timm encoder."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    state = load_state_dict_file(path)
     own = body.state_dict()
     loaded, missing, bad = {}, [], []
     for key, ref in own.items():
@@ -295,20 +294,12 @@ def mesorch(variant: str = "tiny", pretrained_path: str | None = None, pretraine
     it initializes the CNN branch's RGB part. ``pretrained``: timm's own CNN weights (needs a network).
     Overrides: ``alpha`` (DCT low-frequency fraction), ``head_width``, ``gate_width``, ``drop_path``,
     ``dice_weight``."""
-    if variant not in VARIANTS:
-        raise ValueError(f"mesorch variant {variant!r} is unknown; choose one of {sorted(VARIANTS)}")
-    cfg = dict(VARIANTS[variant])
-    options = {"alpha", "head_width", "gate_width", "drop_path", "dice_weight"}
-    unknown = sorted(set(kwargs) - options)
-    if unknown:
-        raise ValueError(f"mesorch: unknown option(s) {unknown}; known: {sorted(options)}")
+    cfg = dict(variant_spec("mesorch", variant, VARIANTS))
+    check_options("mesorch", kwargs, ("alpha", "head_width", "gate_width", "drop_path", "dice_weight"))
     cfg.update({k: v for k, v in kwargs.items() if v is not None})
     mean, std, input_size = cfg.pop("mean"), cfg.pop("std"), cfg.pop("input_size")
-    weights = "random init"
-    if pretrained_path:
-        weights = f"CNN branch (RGB) from {pretrained_path}; transformer branch, heads and gate random"
-    elif pretrained:
-        weights = f"CNN branch (RGB) from timm {cfg['cnn']} (online); transformer branch, heads and gate random"
+    weights = weights_note("CNN branch (RGB)", pretrained_path, pretrained, f"timm {cfg['cnn']} (online)",
+                           "; transformer branch, heads and gate random")
     info = DetectorInfo(name="mesorch", family="parallel CNN + Transformer on DCT high/low frequencies, "
                         "gated multi-scale fusion", paper=PAPER, variant=variant, input_size=input_size, stride=32,
                         mean=mean, std=std, weights=weights)

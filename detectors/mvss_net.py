@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectors.base import Detector, DetectorInfo, register_detector
+from detectors.base import Detector, DetectorInfo, check_options, register_detector, variant_spec
 from detectors.encoders import load_encoder_weights, timm_encoder
 from detectors.losses import dice, edge_map, image_bce
 
@@ -222,9 +222,7 @@ class MVSSNet(Detector):
 
     def __init__(self, variant: str = "tiny", pretrained_path: str | None = None, pretrained: bool = False):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"mvss_net: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
-        cfg = VARIANTS[variant]
+        cfg = variant_spec("mvss_net", variant, VARIANTS)
         self.rgb = timm_encoder(cfg["encoder"], (1, 2, 3, 4), pretrained_path, pretrained, output_stride=16)
         channels = self.rgb.feature_info.channels()
         self.edge = EdgeBranch(channels)
@@ -288,7 +286,5 @@ class MVSSNet(Detector):
 @register_detector("mvss_net")
 def mvss_net(variant: str = "tiny", pretrained_path: str | None = None, pretrained: bool = False,
              **kwargs: Any) -> MVSSNet:
-    if kwargs:
-        raise TypeError(f"mvss_net: unexpected arguments {sorted(kwargs)}; it takes variant, pretrained_path, "
-                        "pretrained")
+    check_options("mvss_net", kwargs)
     return MVSSNet(variant=variant, pretrained_path=pretrained_path, pretrained=pretrained)

@@ -46,8 +46,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectors.base import Detector, DetectorInfo, register_detector
+from detectors.base import Detector, DetectorInfo, check_options, register_detector, variant_spec
 from detectors.losses import bce, image_bce
+from detectors.train_state import load_state_dict_file
 
 PAPER = ("Liu et al., 'PSCC-Net: Progressive Spatio-Channel Correlation Network for Image Manipulation "
          "Detection and Localization', IEEE TCSVT 2022")
@@ -244,12 +245,10 @@ class PSCCNet(Detector):
 
     def __init__(self, variant: str = "tiny", pretrained_path: str | None = None, pretrained: bool = False):
         super().__init__()
-        if variant not in VARIANTS:
-            raise ValueError(f"pscc_net: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
+        cfg = variant_spec("pscc_net", variant, VARIANTS)
         if pretrained:
             log.warning("pscc_net: pretrained=True has no effect (no HRNet weights are wired in); random init. "
                         "Pass pretrained_path=<a pscc_net state dict> to start from trained weights")
-        cfg = VARIANTS[variant]
         self.backbone = HRNetBackbone(cfg)
         ch = self.backbone.channels
         self.sccm = nn.ModuleList(SCCM(c, r) for c, r in zip(ch, cfg["reduce"]))
@@ -280,9 +279,7 @@ class PSCCNet(Detector):
             nn.init.zeros_(sccm.mask[-1].bias)
 
     def _load(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        state = load_state_dict_file(path)
         own = self.state_dict()
         missing = [k for k in own if k not in state]
         bad = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -345,7 +342,5 @@ def _balance(target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 @register_detector("pscc_net")
 def pscc_net(variant: str = "tiny", pretrained_path: str | None = None, pretrained: bool = False,
              **kwargs: Any) -> PSCCNet:
-    if kwargs:
-        raise TypeError(f"pscc_net: unexpected arguments {sorted(kwargs)}; it takes variant, pretrained_path, "
-                        "pretrained")
+    check_options("pscc_net", kwargs)
     return PSCCNet(variant=variant, pretrained_path=pretrained_path, pretrained=pretrained)

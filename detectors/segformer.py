@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from detectors.base import Detector, DetectorInfo, register_detector
+from detectors.base import Detector, DetectorInfo, register_detector, variant_spec, weights_note
 from detectors.losses import add_dice, bce
 from detectors.mit import AllMLPDecoder, mit_encoder
 
@@ -59,22 +59,13 @@ class SegFormer(Detector):
         return add_dice(loss_bce, parts, logits, batch, self.dice_weight), parts
 
 
-def _weights_note(arch: str, pretrained_path: str | None, pretrained: bool) -> str:
-    if pretrained_path:
-        return f"{arch} encoder from local file {pretrained_path}"
-    if pretrained:
-        return f"{arch} encoder ImageNet-1k (smp hub download)"
-    return "random init"
-
-
 @register_detector("segformer")
 def segformer(variant: str = "tiny", pretrained_path: str | None = None, pretrained: bool = False,
               **kwargs: Any) -> SegFormer:
     """SegFormer detector; ``pretrained_path`` is a local MiT state dict of the variant's geometry."""
-    if variant not in VARIANTS:
-        raise ValueError(f"segformer: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    arch, decoder_dim, size = VARIANTS[variant]
+    arch, decoder_dim, size = variant_spec("segformer", variant, VARIANTS)
     info = DetectorInfo(name="segformer", family=f"hierarchical transformer ({arch}) + all-MLP decoder",
                         paper=_PAPER, variant=variant, input_size=size, stride=32,
-                        weights=_weights_note(arch, pretrained_path, pretrained))
+                        weights=weights_note(f"{arch} encoder", pretrained_path, pretrained,
+                                             "ImageNet-1k (smp hub download)"))
     return SegFormer(info, arch, decoder_dim, pretrained_path=pretrained_path, pretrained=pretrained, **kwargs)

@@ -73,6 +73,9 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive optimizer steps had a NaN/inf loss or gradient."""
 
 
+INERT = {"fingerprint": False}  # field metadata: changes how a run goes, not what it computes (left out of run keys)
+
+
 @dataclass
 class TrainConfig:
     """Trainer settings with their defaults (configs/train/default.yaml selects; this defines)."""
@@ -89,15 +92,16 @@ class TrainConfig:
     grad_clip: float | None = 1.0         # max global grad norm; None = no clipping
     amp: str = "auto"                     # auto (bf16 on CUDA, off elsewhere) | bf16 | fp16 | off
     channels_last: bool = True            # CUDA only
-    compile: bool = False                 # torch.compile the model
+    compile: bool = field(default=False, metadata=INERT)  # torch.compile the model
     seed: int = 0
-    checkpoint_every: int = 0             # optimizer steps between mid-epoch checkpoints; 0 = epoch ends only
+    checkpoint_every: int = field(default=500, metadata=INERT)  # optimizer steps between mid-epoch checkpoints;
+                                                                # 0 = epoch ends only
     val_every: int = 1                    # epochs between validations (the last epoch is always validated)
     select_metric: str = "f1_per_image"   # key of the validate callback's result that picks best.pt
     select_mode: str = "max"              # max | min
     max_consecutive_nonfinite: int = 20   # this many skipped steps in a row stop the run
     find_unused_parameters: bool = False  # DDP: for models whose forward leaves some parameters unused
-    progress: bool = True                 # tqdm bars (rank 0 only)
+    progress: bool = field(default=True, metadata=INERT)  # tqdm bars (rank 0 only)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]  # YAML gives lists

@@ -4,6 +4,7 @@ atomically, and the loaders that read checkpoints back (weights only, ``weights_
 from __future__ import annotations
 
 import os
+import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -56,11 +57,29 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_file(path: str | Path) -> Any:
+    """A torch file of tensors and plain containers, read with ``weights_only=True``: a file whose pickle
+    would build any other object (and so could run code on load) is refused with an error naming it."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return torch.load(path, map_location="cpu", weights_only=True)
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"{path}: refused: its pickle holds objects other than tensors and plain containers "
+                         "(torch.load weights_only=True), which could run code on load; use a checkpoint or "
+                         "state dict saved by torch.save of tensors only") from exc
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A weights file (a state dict, or a dict holding one under ``state_dict``) as a state dict."""
+    state = load_file(path)
+    return state["state_dict"] if isinstance(state, dict) and "state_dict" in state else state
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :class:`detectors.train.Trainer` (see :func:`load_file`)."""
+    return load_file(path)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectors.base import Detector, DetectorInfo, register_detector
+from detectors.base import Detector, DetectorInfo, register_detector, variant_spec, weights_note
 from detectors.losses import bce, dice, image_bce, target_at, valid_mask
 from detectors.mit import MIT_GEOMETRIES, AllMLPDecoder, init_weights, mit_encoder
 
@@ -254,25 +254,16 @@ class TruFor(Detector):
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
 
-def _weights_note(arch: str, pretrained_path: str | None, pretrained: bool) -> str:
-    if pretrained_path:
-        return f"both {arch} streams from local file {pretrained_path}; rest random init"
-    if pretrained:
-        return f"both {arch} streams ImageNet-1k (smp hub download); rest random init"
-    return "random init"
-
-
 @register_detector("trufor")
 def trufor(variant: str = "tiny", pretrained_path: str | None = None, pretrained: bool = False,
            **kwargs: Any) -> TruFor:
     """TruFor-like detector; ``pretrained_path`` is a local MiT state dict of the variant's geometry, loaded
     into both the RGB and the noise stream."""
-    if variant not in VARIANTS:
-        raise ValueError(f"trufor: unknown variant {variant!r}; choose one of {sorted(VARIANTS)}")
-    v = dict(VARIANTS[variant])
+    v = dict(variant_spec("trufor", variant, VARIANTS))
     size = v.pop("size")
     info = DetectorInfo(name="trufor", family=f"noise residual + dual-stream {v['arch']} (CMX fusion), "
                         "anomaly/confidence decoders, confidence-pooled detector",
                         paper=_PAPER, variant=variant, input_size=size, stride=32,
-                        weights=_weights_note(v["arch"], pretrained_path, pretrained))
+                        weights=weights_note(f"both {v['arch']} streams", pretrained_path, pretrained,
+                                             "ImageNet-1k (smp hub download)", "; rest random init"))
     return TruFor(info, **v, pretrained_path=pretrained_path, pretrained=pretrained, **kwargs)

@@ -8,7 +8,6 @@ never silently used.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +17,25 @@ from torch import nn
 
 from sigma.backbone import FrozenBackbone
 from sigma.model import SigmaConfig, SigmaNet
+from sigma.serialization import load_file, save_file
 from sigma.text import TextEncoder
 
 FORMAT = "sigma-bench/sigma-heads-v1"
+MIN_SIDE = 16  # one cell of the stride-16 pyramid level; smaller images cannot be padded up by reflection
 
 
 def save_checkpoint(path: str | Path, net: SigmaNet, meta: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the heads, their config and `meta` (plain values only: the file loads with weights_only=True)."""
     state = {"format": FORMAT, "config": net.cfg.to_dict(), "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
              "meta": meta}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
-
-
-def file_hash(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    return save_file(state, path)
 
 
 def load_checkpoint(path: str | Path, expected: SigmaConfig | None = None) -> tuple[SigmaNet, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no SIGMA checkpoint here; train one with `bench train-sigma`")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_file(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{path}: not a SIGMA heads checkpoint (format {state.get('format') if isinstance(state, dict) else '?'!r}, "
                          f"expected {FORMAT!r})")
@@ -76,6 +69,9 @@ class SigmaAnnotator(nn.Module):
     @torch.no_grad()
     def forward(self, original: torch.Tensor, edited: torch.Tensor, instructions: list[str]) -> torch.Tensor:
         h, w = edited.shape[-2:]
+        if h < MIN_SIDE or w < MIN_SIDE:
+            raise ValueError(f"SIGMA needs images of at least {MIN_SIDE}x{MIN_SIDE} px (one stride-16 feature "
+                             f"cell); got {w}x{h} (WxH)")
         ph, pw = (-h) % 16, (-w) % 16
         if ph or pw:  # the backbone pyramid needs multiples of 16: reflect-pad, crop back after
             original = F.pad(original, (0, pw, 0, ph), mode="reflect")

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sigma.serialization import load_file
+
 STRIDES = (4, 8, 16)
 
 
@@ -41,9 +43,8 @@ SPECS = {
 
 def load_weights(model: nn.Module, path: str) -> None:
     """Load a timm state dict; strict on every tensor the (features-only) model uses."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
+    state = load_file(path)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     if missing:

@@ -27,7 +27,7 @@ from benchmarks.cli import main
 from benchmarks.data.iml import read_benco_json
 from benchmarks.data.manifest import read_manifest
 from benchmarks.data.pair_sources import ManifestSource, open_source
-from benchmarks.runners.annotation_shards import file_stem, merge, read_done
+from benchmarks.annotation.shards import file_stem, merge, read_done
 
 N, S = 200, 32
 FAST = ["--generator", "pixel_diff", "--batch-size", "4", "--shard-size", "8"]

@@ -99,15 +99,15 @@ def test_console_script_is_installed():
     assert proc.returncode == 0 and "sigma-bench" in proc.stdout
 
 
-def _tiny_pairs(folder: Path, lines: list[str]) -> None:
+def _tiny_pairs(folder: Path, lines: list[str], size: int = 8) -> None:
     from PIL import Image
     import numpy as np
 
     (folder / "img").mkdir(parents=True)
-    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(folder / "img" / "o.png")
-    Image.fromarray(np.full((8, 8, 3), 120, np.uint8)).save(folder / "img" / "e.jpg")
-    mask = np.zeros((8, 8), np.uint8)
-    mask[2:5, 2:5] = 255
+    Image.fromarray(np.full((size, size, 3), 90, np.uint8)).save(folder / "img" / "o.png")
+    Image.fromarray(np.full((size, size, 3), 120, np.uint8)).save(folder / "img" / "e.jpg")
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 4: size * 5 // 8, size // 4: size * 5 // 8] = 255
     Image.fromarray(mask).save(folder / "img" / "m.png")
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
 
@@ -147,3 +147,32 @@ def test_train_sigma_exports_checkpoints_the_generators_load(tmp_path, capsys):
 
     board = pd.read_csv(tmp_path / "res" / "leaderboards" / "generators_synth_splice.csv", index_col="generator")
     assert set(board.index) == {"sigma", "grounding_only"}
+
+
+def test_eval_generators_runs_from_a_directory_outside_the_repo(tmp_path):
+    """`bench` resolves its config paths against the project root, not the current directory: from a
+    folder outside the checkout, SIGMA's committed checkpoint is found and the outputs land under the root
+    (here a temporary SIGMA_BENCH_ROOT holding a link to the committed checkpoint, so that the test writes
+    nothing into the checkout)."""
+    import json
+    import os
+
+    import pandas as pd
+
+    repo = Path(__file__).resolve().parents[1]
+    root, cwd = tmp_path / "root", tmp_path / "somewhere" / "else"
+    (root / "results" / "sigma" / "cpu-quick").mkdir(parents=True)
+    for name in ("sigma.pt", "sigma.json"):
+        os.symlink(repo / "results" / "sigma" / "cpu-quick" / name, root / "results" / "sigma" / "cpu-quick" / name)
+    _tiny_pairs(cwd / "pairs", [json.dumps({"id": str(i), "original": "img/o.png", "edited": "img/e.jpg",
+                                            "instruction": "brighten it", "mask": "img/m.png"}) for i in range(2)],
+                size=32)  # SIGMA takes 16 px a side at least
+    exe = Path(sys.executable).with_name("bench")
+    env = {**os.environ, "SIGMA_BENCH_ROOT": str(root), "PYTHONPATH": str(repo)}
+    proc = subprocess.run([str(exe), "eval-generators", "--generator", "sigma,pixel_diff", "--dataset", "pairs"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    board = pd.read_csv(root / "results" / "leaderboards" / "generators_pairs.csv", index_col="generator")
+    assert set(board.index) == {"sigma", "pixel_diff"}
+    report = (root / "results" / "leaderboards" / "generators_pairs.report.json").read_text()
+    assert str(tmp_path) not in report.replace(str(cwd / "pairs"), "")  # recorded paths are relative to their roots

@@ -74,3 +74,86 @@ def test_dataset_configs_point_at_real_adapters_and_suites():
             assert ds.suite in group_options("synth"), name
         else:
             assert ds.source in ("pairs", "iml"), name
+
+
+# ---------------------------------------------------------------------------------------------- typed configs vs YAML
+
+
+def _twins():
+    from benchmarks.evaluation.detectors import TestConfig
+    from benchmarks.evaluation.generators import EvalConfig
+    from benchmarks.synth.editor import RoundTripConfig
+    from benchmarks.training.config import HarnessTraining
+    from detectors.train import TrainConfig
+    from sigma.model import SigmaConfig
+    from sigma.train import Stage2Config, StageConfig
+
+    return [
+        pytest.param(SigmaConfig, "sigma/default.yaml", "model", id="sigma.model"),
+        pytest.param(StageConfig, "sigma/default.yaml", "stage1", id="sigma.stage1"),
+        pytest.param(Stage2Config, "sigma/default.yaml", "stage2", id="sigma.stage2"),
+        pytest.param(TrainConfig, "train/default.yaml", "", id="train (trainer keys)"),
+        pytest.param(HarnessTraining, "train/default.yaml", "", id="train (harness keys)"),
+        pytest.param(TestConfig, "train/default.yaml", "test", id="train.test"),
+        pytest.param(EvalConfig, "config.yaml", "eval", id="eval"),
+        pytest.param(RoundTripConfig, "synth/default.yaml", "roundtrip", id="synth.roundtrip"),
+        pytest.param(SynthConfig, "synth/default.yaml", "", id="synth"),
+    ]
+
+
+def _differences(typed_default, yaml_node, where: str) -> list[str]:
+    """Fields whose code default differs from the YAML's literal value (values the YAML interpolates, e.g.
+    from the profile, are the profile's to set and are left out)."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(typed_default):
+        if f.name not in yaml_node:
+            continue
+        raw = OmegaConf.to_container(yaml_node, resolve=False)[f.name]
+        if isinstance(raw, str) and "${" in raw:
+            continue
+        default = getattr(typed_default, f.name)
+        if dataclasses.is_dataclass(default):
+            out += _differences(default, yaml_node[f.name], f"{where}.{f.name}")
+            continue
+        value = tuple(raw) if isinstance(raw, list) else raw
+        if default != value:
+            out.append(f"{where}.{f.name}: code {default!r}, YAML {value!r}")
+    return out
+
+
+@pytest.mark.parametrize("cls,file,node", _twins())
+def test_code_defaults_equal_the_yaml(cls, file, node):
+    import dataclasses
+
+    raw = OmegaConf.load(config_dir() / file)
+    yaml_node = OmegaConf.select(raw, node) if node else raw
+    default = cls()  # every typed config with a YAML twin must build from its defaults alone
+    assert not _differences(default, yaml_node, f"{file}:{node or '<root>'}")
+    if file == "train/default.yaml" and not node:  # the group is split over two typed configs
+        from benchmarks.training.config import HarnessTraining
+        from detectors.train import TrainConfig
+
+        known = {f.name for c in (HarnessTraining, TrainConfig) for f in dataclasses.fields(c)}
+    else:
+        known = {f.name for f in dataclasses.fields(cls)}
+    assert set(yaml_node) <= known, f"{file}:{node}: keys without a typed field: {sorted(set(yaml_node) - known)}"
+
+
+def test_paths_resolve_against_the_project_root_not_the_current_directory(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SIGMA_BENCH_ROOT", raising=False)
+    cfg = compose([])
+    assert Path(cfg.paths.results) == root / "results"
+    assert Path(cfg.sigma.export) == root / "results" / "sigma" / "cpu-quick" / "sigma.pt"
+    assert Path(cfg.sigma.export).is_file()  # the committed checkpoint, found from anywhere
+    monkeypatch.setenv("SIGMA_BENCH_ROOT", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("SIGMA_BENCH_HOME", "scratch")
+    cfg = compose([])
+    assert Path(cfg.paths.results) == tmp_path / "elsewhere" / "results"
+    assert Path(cfg.paths.data) == tmp_path / "elsewhere" / "scratch" / "data"
+    assert compose(["paths.results=out"]).paths.results == "out"  # typed by hand: taken as given

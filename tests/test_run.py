@@ -13,7 +13,9 @@ from sklearn.metrics import f1_score
 
 from benchmarks.cli import main
 from benchmarks.reporting import downstream
-from benchmarks.runners import run as run_module
+from benchmarks.downstream import cells as run_module
+from benchmarks.downstream.corpus import mask_quality
+from benchmarks.training.detectors import training_key
 
 SMOKE = ["experiment=smoke", "profile.num_workers=0", "train.epochs=1", "train.progress=false"]
 
@@ -132,7 +134,7 @@ def test_mask_quality_matches_sklearn(tmp_path):
         items.append(ImlItem(f"x{i}", tmp_path / "img.png", tmp_path / f"p{i}.png"))
         truth[f"x{i}"] = tmp_path / f"t{i}.png"
         f1s.append(f1_score(gt.flatten().numpy(), pred.flatten().numpy()))
-    q = run_module.mask_quality(items, truth)
+    q = mask_quality(items, truth)
     assert q["scored_pairs"] == 5 and math.isclose(q["f1_per_image"], sum(f1s) / 5, rel_tol=1e-5)
 
 
@@ -140,8 +142,8 @@ def test_cells_made_under_other_training_settings_are_not_reused():
     from benchmarks.config import compose
 
     base = ["profile=cpu-quick", "generator=pixel_diff", "detector=segformer"]
-    key = run_module.training_key(compose(base))
-    assert run_module.training_key(compose([*base, "train.num_workers=0", "train.progress=false"])) == key
-    assert run_module.training_key(compose([*base, "train.lr=3e-4"])) != key
-    assert run_module.training_key(compose([*base, "train.epochs=1"])) != key
-    assert run_module.training_key(compose([*base, "seed=1"])) != key
+    key = training_key(compose(base))
+    assert training_key(compose([*base, "train.num_workers=0", "train.progress=false"])) == key
+    assert training_key(compose([*base, "train.lr=3e-4"])) != key
+    assert training_key(compose([*base, "train.epochs=1"])) != key
+    assert training_key(compose([*base, "seed=1"])) != key

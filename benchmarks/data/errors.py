@@ -26,22 +26,26 @@ class SkipLog:
     """Counts and records items skipped in a long stream when the user asked to keep going.
 
     Every skip is logged at WARNING level, counted by reason, and (when `path` is set) appended to a
-    JSON-lines file, so nothing is silently dropped.
+    JSON-lines file, so nothing is silently dropped. `fields` are written on every line (e.g. which
+    generator skipped the item, on which dataset); several logs may share one file.
     """
 
     path: Path | None = None
     counts: Counter = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    fields: dict[str, str] = field(default_factory=dict)
 
     def record(self, item_id: str, error: Exception) -> None:
         reason = getattr(error, "reason", type(error).__name__)
         with self._lock:
             self.counts[reason] += 1
-            log.warning("skipped %s (%s): %s", item_id, reason, error)
+            where = "".join(f" [{k} {v}]" for k, v in self.fields.items())
+            log.warning("skipped %s%s (%s): %s", item_id, where, reason, error)
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.path, "a", encoding="utf-8") as fh:
-                    fh.write(json.dumps({"id": item_id, "reason": reason, "error": str(error)}) + "\n")
+                    line = {**self.fields, "id": item_id, "reason": reason, "error": str(error)}
+                    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
 
     @property
     def total(self) -> int:

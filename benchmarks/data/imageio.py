@@ -11,7 +11,7 @@ What is normalised, and how:
 - grayscale, palette, CMYK, LA/RGBA (alpha dropped, colour kept) become RGB;
 - 16-bit and float inputs are rescaled to 8 bits from their own range (``I;16``: /257);
 - masks: any colour channel counts (a red-on-black mask is read correctly); a clean two-level mask (0 and
-  one other value: 0/1, 0/255, 0/50) means nonzero = edited, as DESIGN.md defines; a mask with more
+  one other value: 0/1, 0/255, 0/50) means nonzero = edited, as docs/design.md defines; a mask with more
   levels (JPEG-compressed, anti-aliased) is binarized at > ``threshold`` (127). Polarity (``invert``) is
   the caller's choice: NIST16 marks edits in black.
 """
@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from benchmarks.data.errors import DataError
+from benchmarks.io import atomic_open
 
 Image.MAX_IMAGE_PIXELS = 250_000_000  # big scans are fine; decompression bombs beyond this still fail loudly
 
@@ -141,22 +142,16 @@ def image_size(source: str | Path) -> tuple[int, int]:
 
 def save_png(path: str | Path, array: np.ndarray) -> None:
     """Write uint8 (H,W) / (H,W,3) or bool (H,W) as PNG (bool → 0/255), atomically (write then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if array.dtype == bool:
         array = array.astype(np.uint8) * 255
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG", compress_level=1)
-    tmp.replace(path)
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(np.ascontiguousarray(array)).save(fh, format="PNG", compress_level=1)
 
 
 def save_jpeg(path: str | Path, array: np.ndarray, quality: int = 95) -> None:
     """Write uint8 RGB as JPEG, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="JPEG", quality=int(quality))
-    tmp.replace(path)
+    with atomic_open(path, "wb") as fh:
+        Image.fromarray(np.ascontiguousarray(array)).save(fh, format="JPEG", quality=int(quality))
 
 
 def resize_image(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -172,19 +167,3 @@ def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         return mask
     img = Image.fromarray(mask.astype(np.uint8) * 255).resize((hw[1], hw[0]), Image.Resampling.NEAREST)
     return np.asarray(img) > 127
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 (hex) of a file's bytes, read in 1 MiB chunks (weights files, provenance)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_digest(path: str | Path) -> str:
-    """Short SHA-256 of a file's bytes (cache keys: a changed file means a new key)."""
-    return sha256_file(path)[:16]

@@ -3,7 +3,7 @@
 An :class:`ImlItem` says where an image and its mask are and how the mask is read. Readers only *list*
 items (cheap, even for 100k images); nothing is decoded until :class:`ImlDataset` loads a sample.
 
-Generic layouts (DESIGN.md):
+Generic layouts (docs/design.md):
 
 - the IMDL-BenCo JSON list ``[[image, mask or "Negative"], ...]``, paths absolute or relative to the JSON
   file's folder (:func:`read_benco_json`, :func:`write_benco_json`);
@@ -43,6 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from benchmarks.data.errors import DataError
 from benchmarks.data.imageio import load_image, load_mask, resize_mask
 from benchmarks.data.transforms import Geometry, SampleTransform
+from benchmarks.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ def load_item(item: ImlItem) -> dict[str, Any]:
 
 
 class ImlDataset(torch.utils.data.Dataset):
-    """IML items as Samples (DESIGN.md): image, mask (zeros when authentic), valid, label, id, dataset, geometry."""
+    """IML items as Samples (docs/design.md): image, mask (zeros when authentic), valid, label, id, dataset, geometry."""
 
     def __init__(self, items: Sequence[ImlItem], geometry: Geometry | None = None, *, name: str = "iml",
                  train: bool = False, seed: int = 0):
@@ -414,10 +415,7 @@ def write_benco_json(path: str | Path, items: Iterable[ImlItem | tuple[str | Pat
         else:
             image, mask = it
         rows.append([_json_path(Path(image), root), NEGATIVE if mask is None else _json_path(Path(mask), root)])
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------- dispatch

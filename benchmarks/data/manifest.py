@@ -1,4 +1,4 @@
-"""Pairs manifests: a folder with ``manifest.jsonl``, one JSON object per line (DESIGN.md).
+"""Pairs manifests: a folder with ``manifest.jsonl``, one JSON object per line (docs/design.md).
 
     {"id": "0001", "original": "original/0001.jpg", "edited": "edited/0001.jpg",
      "instruction": "make the car red", "mask": "mask/0001.png"}
@@ -23,6 +23,7 @@ import torch.utils.data
 from benchmarks.data.errors import DataError
 from benchmarks.data.imageio import load_image, load_mask, resize_image
 from benchmarks.data.transforms import Geometry, SampleTransform
+from benchmarks.io import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def manifest_path(folder: str | Path) -> Path:
     folder = Path(folder)
     path = folder / MANIFEST if folder.is_dir() or folder.suffix != ".jsonl" else folder
     if not path.is_file():
-        raise DataError(f"{path}: no pairs manifest here; a pairs folder holds {MANIFEST} (see DESIGN.md)",
+        raise DataError(f"{path}: no pairs manifest here; a pairs folder holds {MANIFEST} (see docs/design.md)",
                         path=path, reason="missing")
     return path
 
@@ -126,12 +127,10 @@ def write_manifest(folder: str | Path, records: list[PairRecord] | list[dict[str
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / MANIFEST
-    tmp = path.with_name(MANIFEST + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:
         for rec in records:
             row = rec.to_json(folder) if isinstance(rec, PairRecord) else rec
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 

@@ -1,4 +1,4 @@
-"""The Sample contract (see DESIGN.md), documented once and checked in one place.
+"""The Sample contract (see docs/design.md), documented once and checked in one place.
 
 A sample is a plain dict:
 

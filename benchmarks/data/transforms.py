@@ -25,14 +25,22 @@ GEOMETRIES = ("resize", "pad", "crop", "none")
 
 @dataclass(frozen=True)
 class Geometry:
+    """How samples are sized: every ``geometry`` node of the configs (``geometry``, ``eval.geometry``,
+    ``train.geometry``, ``train.test.geometry``) is this ``{mode, size}``. ``size`` None (detector
+    training only) means the model's own input size, filled in with :meth:`sized`."""
+
     mode: str = "resize"
-    size: int = 256
+    size: int | None = 256
 
     def __post_init__(self) -> None:
         if self.mode not in GEOMETRIES:
             raise DataError(f"geometry mode {self.mode!r} is unknown; use one of {GEOMETRIES}")
-        if self.size < 8:
+        if self.size is not None and self.size < 8:
             raise DataError(f"geometry size {self.size} is too small; use >= 8")
+
+    def sized(self, default: int) -> Geometry:
+        """This geometry with `default` as its size when it has none."""
+        return self if self.size is not None else Geometry(self.mode, int(default))
 
     @property
     def tag(self) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from benchmarks.registry import Registry
+
 
 @dataclass(frozen=True)
 class GeneratorInfo:
@@ -47,6 +49,7 @@ class ScoredMasks:
 class MaskGenerator(nn.Module):
     info: GeneratorInfo
     needs_truth: bool = False
+    min_side: int = 1  # smallest image side (px) the generator takes; the harness skips or refuses smaller pairs
 
     def forward(self, original: torch.Tensor, edited: torch.Tensor, instruction: list[str],
                 truth: torch.Tensor | None = None) -> torch.Tensor:  # pragma: no cover - interface
@@ -94,6 +97,9 @@ class MaskGenerator(nn.Module):
         instruction = list(instruction) if instruction is not None else [""] * original.shape[0]
         if len(instruction) != original.shape[0]:
             raise ValueError(f"{len(instruction)} instructions for a batch of {original.shape[0]}")
+        if min(original.shape[-2:]) < self.min_side:
+            raise ValueError(f"generator {self.info.name!r} takes images of at least {self.min_side} px a side, got "
+                             f"{original.shape[-1]}x{original.shape[-2]} (WxH)")
         device = self.device
         if self.needs_truth and truth is None:
             raise ValueError(f"generator {self.info.name!r} is the ground-truth sanity row and needs truth=")
@@ -116,29 +122,17 @@ class MaskGenerator(nn.Module):
 
 
 GENERATORS: dict[str, Callable[..., MaskGenerator]] = {}
-
-
-def register_generator(name: str) -> Callable[[Callable[..., MaskGenerator]], Callable[..., MaskGenerator]]:
-    def deco(factory: Callable[..., MaskGenerator]) -> Callable[..., MaskGenerator]:
-        if name in GENERATORS:
-            raise ValueError(f"generator {name!r} is registered twice")
-        GENERATORS[name] = factory
-        return factory
-
-    return deco
+_REGISTRY: Registry[Callable[..., MaskGenerator]] = Registry("generator", GENERATORS, lambda: _import_builtin())
+register_generator = _REGISTRY.register  # @register_generator("name") on a factory that returns a MaskGenerator
 
 
 def list_generators() -> list[str]:
-    _import_builtin()
-    return sorted(GENERATORS)
+    return _REGISTRY.names()
 
 
 def create_generator(name: str, **kwargs: Any) -> MaskGenerator:
     """Build a registered generator; an unknown name raises with the known ones listed."""
-    _import_builtin()
-    if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; registered generators: {sorted(GENERATORS)}")
-    return GENERATORS[name](**kwargs)
+    return _REGISTRY.create(name, **kwargs)
 
 
 def _import_builtin() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -62,12 +61,6 @@ def f1_with_and_without_filter(rows: Iterable[dict[str, Any]], min_quality: floa
             "n_excluded": len(all_f1) - len(kept_f1)}
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def filter_annotation(out: str | Path, min_quality: float) -> dict[str, Any]:
     """Apply the filter to a merged annotation folder (idempotent; re-apply after every merge).
 
@@ -75,7 +68,8 @@ def filter_annotation(out: str | Path, min_quality: float) -> dict[str, Any]:
     with the kept pairs; writes ``quality_excluded.jsonl`` (id, index, quality, edited, mask); adds a
     ``quality_filter`` block (threshold, kept, excluded, unscored) to ``provenance.json``. Returns that block.
     """
-    from benchmarks.runners.annotation_shards import merged_entries
+    from benchmarks.annotation.shards import merged_entries
+    from benchmarks.io import atomic_open, atomic_write, read_json, to_json
 
     out = Path(out).resolve()
     min_quality = check_min_quality(min_quality)
@@ -86,10 +80,8 @@ def filter_annotation(out: str | Path, min_quality: float) -> dict[str, Any]:
     entries = (e for e in merged_entries(out) if "skipped" not in e)
     current: dict[str, Any] | None = next(entries, None)
     counts = {"kept": 0, "excluded": 0, "unscored": 0}
-    pid = os.getpid()
-    tmp_iml, tmp_excluded = out / f".iml.json.{pid}.tmp", out / f".{EXCLUDED}.{pid}.tmp"
-    with open(manifest, encoding="utf-8") as fh, open(tmp_iml, "w", encoding="utf-8") as iml, \
-            open(tmp_excluded, "w", encoding="utf-8") as dropped:  # streamed: corpora hold millions of pairs
+    with open(manifest, encoding="utf-8") as fh, atomic_open(out / "iml.json") as iml, \
+            atomic_open(out / EXCLUDED) as dropped:  # streamed: corpora hold millions of pairs
         iml.write("[")
         for line in fh:
             if not line.strip():
@@ -108,17 +100,23 @@ def filter_annotation(out: str | Path, min_quality: float) -> dict[str, Any]:
                 dropped.write(json.dumps({"index": row["index"], "id": row["id"], "quality": quality,
                                           "edited": row["edited"], "mask": row["mask"]}, ensure_ascii=False) + "\n")
         iml.write("\n]\n")
-    os.replace(tmp_iml, out / "iml.json")
-    os.replace(tmp_excluded, out / EXCLUDED)
     block = {"min_quality": min_quality, **counts, "excluded_list": EXCLUDED}
     if counts["unscored"]:
         log.warning("%s: %d pairs carry no quality score (annotated before scores were recorded); they are kept",
                     out, counts["unscored"])
     prov_path = out / "provenance.json"
     if prov_path.is_file():
-        prov = json.loads(prov_path.read_text(encoding="utf-8"))
+        prov = read_json(prov_path)
         prov["quality_filter"] = block
-        _write(prov_path, json.dumps(prov, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(prov_path, to_json(prov, indent=2) + "\n")
     log.info("%s: quality >= %.3f keeps %d pairs, excludes %d (listed in %s)", out, min_quality, counts["kept"],
              counts["excluded"], EXCLUDED)
     return block
+
+
+def with_quality_filter(out: str | Path, provenance: dict[str, Any] | None,
+                        min_quality: float | None) -> dict[str, Any] | None:
+    """A merge's provenance with the filter applied (when asked for, and when this process merged)."""
+    if provenance is None or min_quality is None:
+        return provenance
+    return {**provenance, "quality_filter": filter_annotation(out, min_quality)}

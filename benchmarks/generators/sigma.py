@@ -12,7 +12,8 @@ class SigmaGenerator(MaskGenerator):
     def __init__(self, name: str, checkpoint: str, model: dict[str, Any] | None = None, backbone_path: str | None = None,
                  text_encoder_path: str | None = None, summary: str = ""):
         super().__init__()
-        from sigma.annotator import SigmaAnnotator, file_hash
+        from benchmarks.io import file_hash
+        from sigma.annotator import MIN_SIDE, SigmaAnnotator
         from sigma.model import SigmaConfig
 
         if not Path(checkpoint).is_file():
@@ -26,8 +27,9 @@ class SigmaGenerator(MaskGenerator):
             if (expected.backbone if expected else "tf_efficientnet_lite0") == "tf_efficientnet_lite0":
                 backbone_path = str(efficientnet_lite0_path())
         self.annotator = SigmaAnnotator.from_checkpoint(checkpoint, expected, backbone_path, text_encoder_path)
+        self.min_side = MIN_SIDE
         self.info = GeneratorInfo(name, summary, paper="SIGMA (semantic differencing + instruction prior)",
-                                  weights=f"{checkpoint} (sha256 {file_hash(checkpoint)})")
+                                  weights=f"{checkpoint} (sha256 {file_hash(checkpoint, 16)})")
 
     def forward(self, original, edited, instruction, truth=None):
         return self.annotator(original, edited, instruction)

@@ -1,6 +1,6 @@
 """Metrics that accumulate over batches and processes (torchmetrics-style ``update`` / ``compute``).
 
-Every reported number names its averaging in its key (DESIGN.md, "Metrics"):
+Every reported number names its averaging in its key (docs/design.md, "Metrics"):
 
 - ``f1_per_image`` / ``iou_per_image``: headline, threshold 0.5, mean over manipulated images;
 - ``f1_pooled`` / ``iou_pooled``: one confusion matrix over every valid pixel of manipulated images;

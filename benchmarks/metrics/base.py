@@ -16,6 +16,10 @@ class Metric:
     unchanged without one. No device is hard-coded.
     """
 
+    # what update() takes, by the names a MetricSuite passes: pixel metrics the predicted mask, the truth and
+    # the valid pixels; image-level ones the image score and the label
+    inputs: tuple[str, ...] = ("mask", "truth", "valid")
+
     def __init__(self) -> None:
         self._defaults: dict[str, tuple[Any, str]] = {}
 

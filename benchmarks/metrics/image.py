@@ -28,6 +28,8 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
 class ImageMetrics(Metric):
     """Image-level ``image_auc`` and ``image_acc`` (probability >= threshold means manipulated)."""
 
+    inputs = ("score", "label")
+
     def __init__(self, threshold: float = 0.5):
         super().__init__()
         self.threshold = threshold

@@ -1,4 +1,4 @@
-"""Pixel-level localization metrics (definitions in DESIGN.md; keys name their averaging).
+"""Pixel-level localization metrics (definitions in docs/design.md; keys name their averaging).
 
 The per-pixel work runs in NumPy for CPU tensors (its counting and histogram kernels are several times
 faster than torch's bool reductions on CPU) and in torch for tensors on an accelerator; both paths give

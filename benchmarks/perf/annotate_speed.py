@@ -7,7 +7,7 @@
 
 Speed, in one run on the same device, batch size and resolution:
 
-- end to end: :func:`benchmarks.runners.annotate.annotate` (DataLoader workers, batched inference, mask
+- end to end: :func:`benchmarks.annotation.loop.annotate` (DataLoader workers, batched inference, mask
   PNGs, shard commits) over a synthetic on-the-fly source (random pairs made per index, edited images
   written like a parquet corpus) or ``--pairs``; the rate is measured after the first batch, so worker
   start-up is left out;
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from benchmarks.data.pair_sources import open_source
-from benchmarks.runners.annotate import AnnotateOptions, annotate, set_cpu_threads
+from benchmarks.annotation.loop import AnnotateOptions, annotate, set_cpu_threads
 
 
 class SyntheticSource:
@@ -109,7 +109,7 @@ def build_generator(name: str, device: torch.device, overrides: list[str], rando
     from omegaconf import OmegaConf
 
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import generator_from_config
+    from benchmarks.builders import generator_from_config
 
     cfg = compose([*overrides, f"generator={name}"])
     if random_heads:  # speed does not depend on the weights: SIGMA's heads, randomly initialised, no training

@@ -80,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from benchmarks.config import compose, expand
     from benchmarks.generators.base import list_generators
-    from benchmarks.runners.eval_generators import generator_from_config, resolve_datasets, resolve_device
+    from benchmarks.builders import generator_from_config
+    from benchmarks.data.datasets import pair_datasets
+    from benchmarks.distributed import device_for
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -96,11 +98,11 @@ def main(argv: list[str] | None = None) -> int:
             generators[name] = generator_from_config(gcfg).eval()
         except FileNotFoundError as exc:  # a learned generator never trained here
             print(f"[missing] {name}: {exc}; skipped")
-    (_, folder), *more = resolve_datasets(cfg, args.dataset, overrides)
+    (_, folder), *more = pair_datasets(cfg, args.dataset, overrides)
     if more:
         raise SystemExit(f"--dataset {args.dataset}: names {1 + len(more)} datasets; give one folder or name")
     results = false_positive_rates(generators, folder, limit=args.limit, batch_size=args.batch_size,
-                                   device=resolve_device(cfg.device))
+                                   device=device_for(cfg.device))
     n = next(iter(results.values()))["n_images"] if results else 0
     print(f"false positives on {n} no-edit pairs of {folder} (pixel marked = mask >= 0.5)")
     print(format_table(results))

@@ -4,7 +4,7 @@
     python -m benchmarks.perf.overfit_check --detector mesorch --steps 300 --lr 1e-3
 
 Each detector is built as the profile trains it (tiny variant, its encoder initialization, its own loss,
-``train.input_size`` pixels), then takes `--steps` AdamW steps on the same `--images` manipulated images of
+``train.geometry.size`` pixels), then takes `--steps` AdamW steps on the same `--images` manipulated images of
 the synthetic suite's ground-truth training corpus. It prints the loss and the per-image F1 (threshold 0.5)
 on that batch before and after (in eval mode, and after also with training-mode normalization, which
 tells a running-statistics problem from a fitting one). A detector whose F1 on a batch it has seen hundreds of times stays far from
@@ -23,7 +23,9 @@ from benchmarks.config import compose, expand
 from benchmarks.data.loading import pad_collate
 from benchmarks.data.transforms import Geometry
 from benchmarks.metrics import PixelMetrics
-from benchmarks.runners.train_detector import EpochSamples, detector_params, resolve_training_data
+from benchmarks.builders import detector_params
+from benchmarks.data.loading import EpochSamples
+from benchmarks.training.data import resolve_training_data
 from detectors import create_detector
 from detectors.train import param_groups, seed_everything
 
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = compose([f"profile={args.profile}"])
-    size = int(cfg.train.get("input_size") or cfg.train.test.geometry.size)  # one side for every detector's batch
+    size = int(cfg.train.geometry.size or cfg.train.test.geometry.size)  # one side for every detector's batch
     batch = fixed_batch(cfg, args.images, size)
     print(f"{len(batch['id'])} images at {size} px, {args.steps} AdamW steps, profile {args.profile}")
     print("| detector | lr | loss first -> last | F1 on the batch before -> after | F1 after, training-mode norms | "

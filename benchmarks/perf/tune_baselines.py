@@ -1,11 +1,14 @@
 """Choose the aligned baselines' thresholds and scales on a VALIDATION pairs folder (never a test benchmark).
 
-    python -m benchmarks.perf.tune_baselines --dataset synth_val --noedit synth_noedit --max-fp 0.01
-    python -m benchmarks.perf.tune_baselines --dataset VAL_PAIRS_FOLDER --label my_val [--noedit NOEDIT_FOLDER]
-    python -m benchmarks.perf.tune_baselines --dataset synth_val --generator aligned_diff --limit 100
+    python -m benchmarks.perf.tune_baselines --dataset synth_val
+    python -m benchmarks.perf.tune_baselines --dataset synth_val --noedit VAL_NOEDIT_FOLDER --max-fp 0.01
+    python -m benchmarks.perf.tune_baselines --dataset VAL_PAIRS_FOLDER --label my_val --generator aligned_diff
 
 ``--dataset`` / ``--noedit`` take a pairs folder or a dataset config name (a synthetic set is built on first
-use, as for ``bench eval-generators``); the profile's test benchmarks and the holdout set are refused by name.
+use, as for ``bench eval-generators``). Sets drawn from test or holdout photos are refused by name: the
+profile's test benchmarks, ``synth_holdout`` and ``synth_noedit`` (the test pool's round-trip-only pairs;
+report false positives on it with ``benchmarks.perf.false_positives``, but constrain the choice with
+round-trip-only pairs of val-pool photos).
 
 For each generator it grid-searches the few parameters of :data:`GRIDS` on the folder's pairs (masks
 required) and ranks them by the headline metric (pixel F1 at 0.5 per image, mean over manipulated pairs;
@@ -72,6 +75,9 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     },
 }
 QUALITY_THRESHOLDS = (0.25, 0.5, 0.75)
+# sets drawn from test or holdout photos besides the profile's test benchmarks: never tuned on (synth_noedit is
+# the test pool's round-trip-only set, for reporting false positives, not for choosing with them)
+TEST_POOL_SETS = ("synth_holdout", "synth_noedit")
 FIXED_MIN_AREA = 0.001  # aligned_diff's small-component cut, not swept
 
 
@@ -334,28 +340,35 @@ def passes_sanity(name: str, base: dict[str, Any], params: dict[str, Any]) -> bo
 
 def check(name: str, params: dict[str, Any], folder: Path, limit: int | None, base: dict[str, Any]) -> float:
     """F1 of the generator built with the chosen values, through the harness's evaluation loop."""
-    from benchmarks.runners.eval_generators import evaluate
+    from benchmarks.evaluation.generators import evaluate_generator
 
     generator = build(name, base, params)
     dataset = PairsDataset(folder, require_mask=True)
     if limit is not None:
         dataset.records = dataset.records[:limit]  # the first `limit` pairs, as the sweep used
-    result = evaluate(generator, dataset, batch_size=16, progress=False)
+    result = evaluate_generator(generator, dataset, batch_size=16, progress=False)
     return float(result.metrics["f1_per_image"])
 
 
-def resolve_folder(choice: str, overrides: list[str], tuning: bool) -> tuple[str, Path]:
-    """(name, folder) of a pairs folder or dataset config name; with ``tuning``, test and holdout sets are refused."""
+def refuse_test_sets(choices: list[str], overrides: list[str]) -> None:
+    """Stop before anything is built when a set drawn from test or holdout photos is named for tuning."""
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import resolve_datasets
 
-    cfg = compose(overrides)
-    if tuning and (choice in set(cfg.profile.test_datasets) or choice == "synth_holdout"):
-        raise SystemExit(f"--dataset {choice}: a test / holdout set; choose thresholds on a validation split "
-                         "(e.g. synth_val), never on the sets the leaderboard reports")
-    found = resolve_datasets(cfg, choice, overrides)
+    refused = {*compose(overrides).profile.test_datasets, *TEST_POOL_SETS}
+    for choice in choices:
+        if choice in refused:
+            raise SystemExit(f"{choice}: drawn from the test or holdout photos; choose thresholds on the validation "
+                             "split only (synth_val, or round-trip-only pairs made from val-pool photos)")
+
+
+def resolve_folder(choice: str, overrides: list[str]) -> tuple[str, Path]:
+    """(name, folder) of a pairs folder or a dataset config name (a synthetic set is built on first use)."""
+    from benchmarks.config import compose
+    from benchmarks.data.datasets import pair_datasets
+
+    found = pair_datasets(compose(overrides), choice, overrides)
     if len(found) != 1:
-        raise SystemExit(f"--dataset {choice}: names {len(found)} datasets; give one folder or dataset name")
+        raise SystemExit(f"{choice}: names {len(found)} datasets; give one folder or dataset name")
     return found[0]
 
 
@@ -393,8 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(args.threads)
     torch.set_num_threads(args.threads)
     overrides = [f"profile={args.profile}", *args.overrides]
-    dataset_name, folder = resolve_folder(args.dataset, overrides, tuning=True)
-    noedit_folder = resolve_folder(args.noedit, overrides, tuning=False)[1] if args.noedit else None
+    refuse_test_sets([args.dataset] + ([args.noedit] if args.noedit else []), overrides)
+    dataset_name, folder = resolve_folder(args.dataset, overrides)
+    noedit_folder = resolve_folder(args.noedit, overrides)[1] if args.noedit else None
     label = args.label or dataset_name
     names = [n.strip() for n in args.generator.split(",") if n.strip()]
     unknown = sorted(set(names) - set(GRIDS))

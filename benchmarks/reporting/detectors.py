@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.io import atomic_write
+
 TARGET_F1 = 0.5  # the bar: F1 >= 0.5 on at least three of the five synthetic test sets
 
 
@@ -83,6 +85,4 @@ def write_detector_report(results: Path, train: str, metrics: pd.DataFrame, curv
         "metric: `../../detectors/" + train + "/metrics.csv`.", "",
         "## Reproduce", "", "```", *reproduce, "```", ""])
     path = results / "leaderboards" / f"detectors_{train}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(md)
-    return path
+    return atomic_write(path, md)

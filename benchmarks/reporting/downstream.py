@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmarks.io import atomic_write, write_csv
+
 FOCUS = "sigma"
 MEANINGFUL_GAP = 0.02  # below this oracle-over-best-baseline margin the gap share is reported as not meaningful
 REFERENCE = "oracle"
@@ -145,8 +147,8 @@ def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: P
     full["mean"] = full.mean(axis=1)
     paths = [out_dir / "downstream.csv", out_dir / "downstream_summary.csv", out_dir / "downstream.md",
              out_dir / "downstream_headline.json"]
-    frame.sort_values(["generator", "detector", "dataset"]).round(6).to_csv(paths[0], index=False)
-    summary.round(6).to_csv(paths[1])
+    write_csv(paths[0], frame.sort_values(["generator", "detector", "dataset"]).round(6))
+    write_csv(paths[1], summary.round(6), index=True)
     commits = sorted(set(frame["git_commit"].dropna()))
     profiles = sorted(set(frame["profile"].dropna()))
     md = "\n".join([
@@ -164,6 +166,6 @@ def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: P
         f"Profile(s): {', '.join(profiles) or 'n/a'}; code: {', '.join(commits) or 'n/a'}. Per-cell metrics, "
         "resolved configs and timings: `results/runs/<generator>/<detector>/`.", "",
     ])
-    paths[2].write_text(md)
-    paths[3].write_text(json.dumps(h, indent=1) + "\n")
+    atomic_write(paths[2], md)
+    atomic_write(paths[3], json.dumps(h, indent=1) + "\n")
     return md, paths

@@ -12,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchmarks.config import save_resolved
+from benchmarks.io import atomic_write, write_csv
 
 METRIC_LABELS = {
     "f1_per_image": "F1 (per image, thr 0.5)",
@@ -79,16 +80,13 @@ def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: li
     import pandas as pd
 
     out_dir = results_dir / "leaderboards"
-    out_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame.from_dict(table, orient="index")
     frame.index.name = "generator"
     csv_path = out_dir / f"{tag}.csv"
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    frame.sort_values("mean/f1_per_image", ascending=False).round(6).to_csv(tmp)
-    tmp.replace(csv_path)
+    write_csv(csv_path, frame.sort_values("mean/f1_per_image", ascending=False).round(6), index=True)
     config_path = save_resolved(cfg, out_dir, f"{tag}.config.yaml")
     report_path = out_dir / f"{tag}.report.json"
-    report_path.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write(report_path, json.dumps(report, indent=1) + "\n")
     command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "bench eval-generators"
     counts = report.get("datasets", {})
     notes = [f"- `{d}`: {c.get('pairs', 0)} pairs, {c.get('excluded_empty_gt', 0)} with an all-zero mask (excluded from "
@@ -113,5 +111,5 @@ def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: li
         "## Data", "", *notes, "", "## Speed", "", *speed, "",
     ])
     md_path = out_dir / f"{tag}.md"
-    md_path.write_text(md)
+    atomic_write(md_path, md)
     return [csv_path, md_path, config_path, report_path]

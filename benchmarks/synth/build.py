@@ -14,8 +14,7 @@ the number of worker processes, and a folder is reused only when its config hash
 
 from __future__ import annotations
 
-import hashlib
-import json
+import functools
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data.imageio import save_png
+from benchmarks.io import content_hash, write_json
 from benchmarks.synth.editor import RoundTripConfig, jpeg_roundtrip, psnr, round_trip
 from benchmarks.synth.edits import FAMILIES, side_effect
 from benchmarks.synth.photos import DEFAULT_FRACTIONS, PhotoWorld, random_crop
@@ -45,8 +45,8 @@ class SynthConfig:
     """Everything that determines a suite's content (the folder hash covers all of it but `workers`).
 
     Photo lists name photos (file stems of the photo catalog, or wheel photos) and pools as ``pool:NAME``
-    (benchmarks/synth/photos.py); they are expanded to photo names on construction, and the hash covers the
-    names and the recorded sha1 of every photo used.
+    (benchmarks/synth/photos.py); ``train_photos`` / ``val_photos`` / ``test_photos`` are the lists expanded
+    to photo names, and the hash covers those names and the recorded sha1 of every photo used.
     """
 
     name: str = "default"
@@ -76,14 +76,21 @@ class SynthConfig:
     roundtrip: RoundTripConfig = field(default_factory=RoundTripConfig)
     workers: int = 2
 
-    def __post_init__(self) -> None:
-        world = self.world
-        for key in ("train_pool", "val_pool", "test_pool"):
-            object.__setattr__(self, key, world.expand(getattr(self, key)))
-
     @property
     def world(self) -> PhotoWorld:
         return PhotoWorld(self.photo_catalog, self.pool_seed, tuple(self.pool_fractions))
+
+    @functools.cached_property
+    def train_photos(self) -> tuple[str, ...]:
+        return self.world.expand(self.train_pool)
+
+    @functools.cached_property
+    def val_photos(self) -> tuple[str, ...]:
+        return self.world.expand(self.val_pool)
+
+    @functools.cached_property
+    def test_photos(self) -> tuple[str, ...]:
+        return self.world.expand(self.test_pool)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SynthConfig:
@@ -103,10 +110,11 @@ class SynthConfig:
         return cfg
 
     def validate(self) -> None:
-        self.world.check({"train": self.train_pool, "val": self.val_pool, "test": self.test_pool})
-        needs = {"train_pool": self.n_inpainting or self.n_corpus, "test_pool": self.n_per_benchmark or self.n_noedit,
-                 "val_pool": self.n_val or (self.n_corpus and self.val_fraction)}
-        empty = [k for k, used in needs.items() if used and not getattr(self, k)]
+        self.world.check({"train": self.train_photos, "val": self.val_photos, "test": self.test_photos})
+        needs = {"train_pool": (self.n_inpainting or self.n_corpus, self.train_photos),
+                 "test_pool": (self.n_per_benchmark or self.n_noedit, self.test_photos),
+                 "val_pool": (self.n_val or (self.n_corpus and self.val_fraction), self.val_photos)}
+        empty = [k for k, (used, photos) in needs.items() if used and not photos]
         if empty:
             raise ValueError(f"synth config: {empty} empty but sets drawn from them are asked for")
         bad = [b for b in self.benchmarks + self.corpus_families + self.inpainting_families
@@ -119,9 +127,9 @@ class SynthConfig:
     def content_hash(self) -> str:
         d = asdict(self)
         d.pop("workers")
-        d["photos"] = self.world.digest(self.train_pool + self.val_pool + self.test_pool)
+        d["photos"] = self.world.digest(self.train_photos + self.val_photos + self.test_photos)
         d["generator_version"] = GENERATOR_VERSION
-        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+        return content_hash(d, length=10)
 
 
 def suite_dir(cfg: SynthConfig, data_root: str | Path) -> Path:
@@ -161,10 +169,10 @@ def _pool(cfg: SynthConfig, job: Job, split: str | None) -> tuple[str, ...]:
     """Training sets draw from the train pool (the corpus's val pairs from the val pool), the val set from the
     val pool, the test benchmarks and the round-trip-only set from the test pool."""
     if job.kind == "inpainting" or (job.kind == "corpus" and split == "train"):
-        return cfg.train_pool
+        return cfg.train_photos
     if job.kind == "corpus" or job.set_name == "val":
-        return cfg.val_pool
-    return cfg.test_pool
+        return cfg.val_photos
+    return cfg.test_photos
 
 
 def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
@@ -293,7 +301,7 @@ def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, pr
     from tqdm import tqdm
 
     start = time.perf_counter()
-    cfg.world.verify(cfg.train_pool + cfg.val_pool + cfg.test_pool)  # a bad photo stops the build before any work
+    cfg.world.verify(cfg.train_photos + cfg.val_photos + cfg.test_photos)  # a bad photo stops the build before any work
     root.mkdir(parents=True, exist_ok=True)
     (root / "DONE").unlink(missing_ok=True)
     jobs = plan(cfg)
@@ -314,8 +322,8 @@ def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, pr
     bar.close()
     stats = _write_outputs(cfg, root, rows)
     stats["seconds"] = round(time.perf_counter() - start, 1)
-    _write_json(root / "stats.json", stats)
-    _write_json(root / "config.json", asdict(cfg))
+    write_json(root / "stats.json", stats)
+    write_json(root / "config.json", asdict(cfg))
     (root / "DONE").write_text(cfg.content_hash() + "\n")
     return root
 
@@ -361,12 +369,6 @@ def _set_stats(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"pairs": len(items), "photos": len({r["photo"] for r in items}), "mean_mask_area": round(float(np.mean([r["_area"] for r in items])), 4),
             "median_psnr_outside_db": round(float(np.median(psnrs)), 2) if psnrs else None,
             "side_effect_share": round(float(np.mean([r["side_effect"] for r in items])), 3)}
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    tmp.replace(path)
 
 
 def format_stats(stats: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 
 from benchmarks.data.errors import DataError
 from benchmarks.data.imageio import load_image
+from benchmarks.io import content_hash
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 CATALOG = ASSETS / "photos.csv"
@@ -203,10 +204,7 @@ class PhotoWorld:
     def digest(self, names: Iterable[str]) -> str:
         """A hash of the photos' contents as recorded (sha1 per file), for the suite's config hash."""
         records = self.records()
-        h = hashlib.sha1()
-        for name in names:
-            h.update(f"{name}:{records[name].sha1 if name in records else 'wheel'};".encode())
-        return h.hexdigest()[:12]
+        return content_hash([(name, records[name].sha1 if name in records else "wheel") for name in names])
 
     def load(self, name: str) -> np.ndarray:
         return _load(str(self.catalog_path), name)

@@ -275,7 +275,7 @@ def test_save_png_round_trips_a_bool_mask(tmp_path):
 
 
 def test_two_level_mask_with_any_nonzero_value_is_edited(tmp_path):
-    """DESIGN.md: nonzero = edited. A clean 0/50 mask is read as such, not thresholded to nothing."""
+    """docs/design.md: nonzero = edited. A clean 0/50 mask is read as such, not thresholded to nothing."""
     arr = np.zeros((6, 8), np.uint8)
     arr[1:3, 2:5] = 50
     path = tmp_path / "m.png"

@@ -21,7 +21,13 @@ from benchmarks.cli import main
 from benchmarks.config import compose, config_dir, group_options
 from benchmarks.data.errors import DataError, SkipLog
 from benchmarks.data.loading import pad_collate
-from benchmarks.runners import eval_detector, train_detector
+from benchmarks import builders
+from benchmarks.data.datasets import iml_test_sets
+from benchmarks.evaluation import detectors as eval_detector
+from benchmarks.evaluation import robustness
+from benchmarks.training import data as training_data
+from benchmarks.training import detectors as train_detector
+from benchmarks.training.config import detector_training
 from detectors.base import DETECTORS, Detector, DetectorInfo
 from detectors.losses import bce, dice
 
@@ -148,7 +154,7 @@ def test_constant_references_match_sklearn(tiny):
     """The all-zero / all-one floors of the detector leaderboard: per-image F1 over manipulated images."""
     test_list = write_list(tiny / "test_set", n_manipulated=4, n_authentic=2, seed=3)
     cfg = cfg_for(tiny, "train.test.geometry.mode=none")
-    refs = eval_detector.resolve_test_sets(cfg, str(test_list), [])
+    refs = iml_test_sets(cfg, str(test_list), [])
     got = eval_detector.constant_references(cfg, refs)
     expected = []
     for image, mask in json.loads(test_list.read_text()):
@@ -166,10 +172,10 @@ def test_constant_references_match_sklearn(tiny):
 def test_missing_file_is_named_or_counted_when_skipping(tiny):
     listed = write_list(tiny / "data", missing=True)
     with pytest.raises(DataError, match="not_there.png"):
-        train_detector.resolve_training_data(cfg_for(tiny), str(listed), None, [])
+        training_data.resolve_training_data(cfg_for(tiny), str(listed), None, [])
     cfg = cfg_for(tiny, "train.on_error=skip", "train.max_steps=1")
     log = SkipLog()
-    data = train_detector.resolve_training_data(cfg, str(listed), None, [], skip_log=log)
+    data = training_data.resolve_training_data(cfg, str(listed), None, [], skip_log=log)
     assert log.summary() == {"missing": 1} and len(data.train) + len(data.val) == 8
     summary = train_detector.train_one(cfg, NAME, data, skip_log=log)
     assert summary["skipped_items"]["at_listing"] == {"missing": 1} and summary["result"]["steps"] == 1
@@ -178,7 +184,7 @@ def test_missing_file_is_named_or_counted_when_skipping(tiny):
 def test_wrong_size_mask_is_a_clear_error(tiny):
     listed = write_list(tiny / "data", wrong_size=True)
     cfg = cfg_for(tiny, "train.val_fraction=0")
-    data = train_detector.resolve_training_data(cfg, str(listed), None, [])
+    data = training_data.resolve_training_data(cfg, str(listed), None, [])
     with pytest.raises(DataError, match=r"mask/1\.png: mask is .* must match"):
         train_detector.train_one(cfg, NAME, data)
 
@@ -186,7 +192,7 @@ def test_wrong_size_mask_is_a_clear_error(tiny):
 def test_all_authentic_training_data_trains(tiny):
     listed = write_list(tiny / "data", n_manipulated=0, n_authentic=8)
     cfg = cfg_for(tiny, "train.val_fraction=0.25")
-    data = train_detector.resolve_training_data(cfg, str(listed), None, [])
+    data = training_data.resolve_training_data(cfg, str(listed), None, [])
     summary = train_detector.train_one(cfg, NAME, data)
     assert summary["result"]["steps"] == 2 and summary["result"]["nonfinite_steps"] == 0
     assert summary["selected_by"] == "last (no validation)"  # f1 is undefined without manipulated images
@@ -194,7 +200,7 @@ def test_all_authentic_training_data_trains(tiny):
 
 def test_unknown_train_spec_lists_what_is_accepted(tiny):
     with pytest.raises(ValueError, match="IMDL-BenCo"):
-        train_detector.resolve_training_data(cfg_for(tiny), "no_such_thing", None, [])
+        training_data.resolve_training_data(cfg_for(tiny), "no_such_thing", None, [])
 
 
 # ---------------------------------------------------------------------------------------------- pieces
@@ -203,28 +209,28 @@ def test_unknown_train_spec_lists_what_is_accepted(tiny):
 def test_train_configs_compose_and_profiles_differ():
     assert group_options("train") == ["default"]
     quick, paper = compose(["profile=cpu-quick"]), compose(["profile=gpu-paper"])
-    tq, tp = train_detector.trainer_config(quick), train_detector.trainer_config(paper)
+    tq, tp = detector_training(quick).trainer, detector_training(paper).trainer
     assert tq.epochs < tp.epochs and tq.lr == 5e-4 and tp.lr == 1e-4 and tq.betas == (0.9, 0.999)
     assert quick.train.batch_size == quick.profile.batch_size
     assert not quick.train.test.robustness and paper.train.test.robustness
 
 
 def test_offline_weights_placeholder_is_filled():
-    params = train_detector.detector_params({"name": "x", "variant": "tiny",
-                                             "pretrained_path": train_detector.OFFLINE_LITE0})
+    params = builders.detector_params({"name": "x", "variant": "tiny",
+                                             "pretrained_path": builders.OFFLINE_LITE0})
     assert "name" not in params and Path(params["pretrained_path"]).is_file()
-    assert train_detector.detector_params({"name": "x", "pretrained_path": None})["pretrained_path"] is None
+    assert builders.detector_params({"name": "x", "pretrained_path": None})["pretrained_path"] is None
 
 
 def test_perturbations():
     img = torch.rand(3, 20, 24)
-    assert torch.equal(eval_detector.perturb(img, "blur", 0), img)
-    assert torch.equal(eval_detector.perturb(img, "noise", 0.0), img)
-    jpeg = eval_detector.perturb(img, "jpeg", 50)
+    assert torch.equal(robustness.perturb(img, "blur", 0), img)
+    assert torch.equal(robustness.perturb(img, "noise", 0.0), img)
+    jpeg = robustness.perturb(img, "jpeg", 50)
     assert jpeg.shape == img.shape and 0.005 < float((jpeg - img).abs().mean()) < 0.3
-    a, b = (eval_detector.perturb(img, "noise", 0.1, seed=3) for _ in range(2))
+    a, b = (robustness.perturb(img, "noise", 0.1, seed=3) for _ in range(2))
     assert torch.equal(a, b) and float(a.min()) >= 0 and float(a.max()) <= 1
-    assert float(eval_detector.perturb(img, "blur", 2.0).std()) < float(img.std())
+    assert float(robustness.perturb(img, "blur", 2.0).std()) < float(img.std())
 
 
 def test_predict_batch_crops_mixed_sizes_back_to_each_image():

@@ -105,3 +105,12 @@ def test_optional_dice_term_adds_to_the_native_loss(name):
     total_d, parts_d = with_dice.loss(out_d, batch)
     assert "dice" not in parts and 0.0 < parts_d["dice"] <= 1.0
     assert float(total_d) == pytest.approx(float(total) + parts_d["dice"], rel=1e-5)
+
+
+@pytest.mark.parametrize("name,names", [("mvss_net", "bad.pth"), ("mesorch", "tf_efficientnet_lite0")])
+def test_a_weights_file_of_another_architecture_is_refused(tmp_path, name, names):
+    """The offline CNN weights are checked tensor by tensor: the error names the file or what it should be."""
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv_stem.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match=names):
+        create_detector(name, variant="tiny", pretrained_path=str(bad))

@@ -190,7 +190,7 @@ def test_bad_parameters_name_the_key_and_a_fix():
 def test_pairs_folder_with_a_resized_grey_original_runs_through_the_evaluation_loop(tmp_path):
     """Originals of another size are resized by the loader (and counted); grey PNGs become RGB."""
     from benchmarks.data.manifest import PairsDataset
-    from benchmarks.runners.eval_generators import evaluate
+    from benchmarks.evaluation.generators import evaluate_generator as evaluate
 
     image = (texture(64, seed=8) * 255).astype(np.uint8)
     mask = np.zeros((64, 64), bool)

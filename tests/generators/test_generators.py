@@ -15,8 +15,8 @@ from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
 from benchmarks.generators.base import MaskGenerator, create_generator, list_generators
 from benchmarks.generators.ops import otsu_threshold, soft_threshold
+from benchmarks.evaluation.generators import evaluate_generator as evaluate
 from benchmarks.generators.sanity import INSIDE_MIN, OUTSIDE_MAX, contract_pair, marked_inside_outside
-from benchmarks.runners.eval_generators import evaluate
 
 
 def _pair(seed: int = 0, b: int = 2, size: int = 64):
@@ -40,7 +40,7 @@ def heads_checkpoints(tmp_path_factory) -> dict[str, str]:
 
 def build(name: str, heads: dict[str, str]) -> MaskGenerator:
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import generator_from_config
+    from benchmarks.builders import generator_from_config
 
     overrides = [f"generator={name}"] + ([f"generator.checkpoint={heads[name]}"] if name in LEARNED else [])
     return generator_from_config(compose(overrides)).eval()
@@ -83,11 +83,14 @@ def test_generate_scored_returns_the_same_mask_and_a_quality_per_pair(generator)
 
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (9, 12), (17, 40)])
 def test_tiny_and_odd_sized_pairs(generator, size):
-    if generator.info.name in LEARNED and min(size) < 9:
-        pytest.xfail("SIGMA pads to a multiple of 16 by reflection, which needs sides >= 9 (benchmarks/generators/sigma.py)")
+    """Any size down to the generator's declared ``min_side`` works; below it the call says so."""
     g = torch.Generator().manual_seed(1)
     original = torch.rand(2, 3, *size, generator=g)
     edited = original.flip(-1)
+    if min(size) < generator.min_side:
+        with pytest.raises(ValueError, match=f"at least {generator.min_side} px"):
+            generator.generate(original, edited, None, truth=torch.zeros(2, 1, *size))
+        return
     out = generator.generate(original, edited, None, truth=torch.zeros(2, 1, *size))
     assert out.shape == (2, 1, *size) and torch.isfinite(out).all()
 
@@ -212,7 +215,7 @@ def test_every_registered_generator_has_a_config_that_builds_it(heads_checkpoint
 
 def test_sigma_refuses_a_checkpoint_from_another_config(heads_checkpoints):
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import generator_from_config
+    from benchmarks.builders import generator_from_config
 
     cfg = compose(["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}", "sigma.model.blocks=3"])
     with pytest.raises(ValueError, match="another SIGMA config.*blocks"):
@@ -221,7 +224,7 @@ def test_sigma_refuses_a_checkpoint_from_another_config(heads_checkpoints):
 
 def test_sigma_without_a_checkpoint_says_how_to_make_one(tmp_path):
     from benchmarks.config import compose
-    from benchmarks.runners.eval_generators import generator_from_config
+    from benchmarks.builders import generator_from_config
 
     with pytest.raises(FileNotFoundError, match="bench train-sigma"):
         generator_from_config(compose(["generator=sigma", f"generator.checkpoint={tmp_path / 'none.pt'}"]))

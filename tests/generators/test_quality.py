@@ -185,6 +185,8 @@ def test_tuning_script_chooses_and_checks_through_the_evaluation_loop(tmp_path, 
 def test_tuning_script_refuses_test_and_holdout_sets_by_name():
     from benchmarks.perf import tune_baselines
 
-    for name in ("synth_removal", "synth_holdout"):
-        with pytest.raises(SystemExit, match="validation split"):
+    for name in ("synth_removal", "synth_holdout", "synth_noedit"):
+        with pytest.raises(SystemExit, match="validation"):
             tune_baselines.main(["--dataset", name])
+    with pytest.raises(SystemExit, match="test or holdout photos"):
+        tune_baselines.main(["--dataset", "synth_val", "--noedit", "synth_noedit"])

@@ -12,7 +12,7 @@ from sigma.losses import bce_dice, disentangle_loss, prior_loss, pseudo_labels
 from sigma.model import BiCrossAttention, SigmaConfig, SigmaNet
 from sigma.roundtrip import StandInAE, editor_roundtrip
 from sigma.text import mirror_instruction
-from sigma.train import SigmaTrainer, StageConfig
+from sigma.train import SigmaTrainer, Stage2Config, StageConfig
 
 CONFIGS = {
     "full": SigmaConfig(),
@@ -147,7 +147,7 @@ def _trainer(tmp, seed=0):
 
 def test_stage_training_resumes_exactly(tmp_path):
     s1 = StageConfig(steps=6, warmup=2, checkpoint_every=2)
-    s2 = StageConfig(steps=4, warmup=1, checkpoint_every=2)
+    s2 = Stage2Config(steps=4, warmup=1, checkpoint_every=2, self_training_start=0.3)
     ref = _trainer(tmp_path / "ref")
     ref.stage1(s1, _batches())
     ref.stage2(s2, _batches(1), _batches(2))
@@ -174,7 +174,7 @@ def test_stage_training_resumes_exactly(tmp_path):
 
 def test_stage2_needs_the_corpus_for_self_training(tmp_path):
     with pytest.raises(ValueError, match="corpus"):
-        _trainer(tmp_path).stage2(StageConfig(steps=1), _batches(), None)
+        _trainer(tmp_path).stage2(Stage2Config(steps=1), _batches(), None)
 
 
 def test_checkpoint_round_trip_and_config_check(tmp_path):
@@ -194,7 +194,7 @@ def test_export_keeps_the_record_of_identical_weights(tmp_path):
     """Re-running a finished training re-exports the same heads: the file (its hash) and sidecar stay."""
     from omegaconf import OmegaConf
 
-    from benchmarks.runners.train_sigma import export
+    from benchmarks.sigma_training.export import export
 
     cfg = OmegaConf.create({"sigma": {"backbone_path": None, "text_encoder_path": None}, "profile": {"name": "t"}})
     torch.manual_seed(0)
@@ -215,9 +215,9 @@ def test_training_folder_depends_on_training_inputs_not_on_the_export_path(tmp_p
 
     from omegaconf import OmegaConf
 
-    from benchmarks.runners.train_sigma import work_dir
+    from benchmarks.sigma_training.stages import work_dir
 
-    data = SimpleNamespace(info={"cache": "bank-1"})
+    data = SimpleNamespace(info={"cache_key": "bank-1"})
 
     def cfg(**sigma):
         return OmegaConf.create({"paths": {"home": str(tmp_path)},
@@ -225,5 +225,5 @@ def test_training_folder_depends_on_training_inputs_not_on_the_export_path(tmp_p
 
     assert work_dir(cfg(), data) == work_dir(cfg(export="/elsewhere/sigma.pt"), data)
     assert work_dir(cfg(), data) != work_dir(cfg(seed=1), data)
-    assert work_dir(cfg(), data) != work_dir(cfg(), SimpleNamespace(info={"cache": "bank-2"}))
+    assert work_dir(cfg(), data) != work_dir(cfg(), SimpleNamespace(info={"cache_key": "bank-2"}))
     assert work_dir(cfg(), data, "grounding_only").parent.parent == work_dir(cfg(), data)

@@ -69,11 +69,11 @@ def test_split_is_deterministic_proportional_and_in_the_suite_hash():
 
 def test_named_photos_and_wheel_photos_still_work():
     cfg = SynthConfig(train_pool=("astronaut", "coffee"), val_pool=("pool:val",), test_pool=("chelsea",))
-    assert cfg.train_pool == ("astronaut", "coffee") and len(cfg.val_pool) >= 15
+    assert cfg.train_photos == ("astronaut", "coffee") and len(cfg.val_photos) >= 15
     with pytest.raises(ValueError, match="pools must be disjoint"):
         SynthConfig(train_pool=("astronaut",), test_pool=("astronaut",)).validate()
     with pytest.raises(ValueError, match="unknown photo pool"):
-        SynthConfig(train_pool=("pool:nope",))
+        SynthConfig(train_pool=("pool:nope",)).validate()
 
 
 # ------------------------------------------------------------------------------------------ bad photos

@@ -67,15 +67,15 @@ def test_layout_and_counts(suite):
 
 def test_every_set_draws_from_its_own_pool(suite):
     for name in BENCHES + ["noedit"]:
-        assert {r.meta["photo"] for r in read_manifest(suite / name)} <= set(SMALL.test_pool)
-    assert {r.meta["photo"] for r in read_manifest(suite / "inpainting")} <= set(SMALL.train_pool)
-    assert {r.meta["photo"] for r in read_manifest(suite / "val")} <= set(SMALL.val_pool)
+        assert {r.meta["photo"] for r in read_manifest(suite / name)} <= set(SMALL.test_photos)
+    assert {r.meta["photo"] for r in read_manifest(suite / "inpainting")} <= set(SMALL.train_photos)
+    assert {r.meta["photo"] for r in read_manifest(suite / "val")} <= set(SMALL.val_photos)
     corpus = read_manifest(suite / "corpus")
-    for split, pool in (("train", SMALL.train_pool), ("val", SMALL.val_pool)):
+    for split, pool in (("train", SMALL.train_photos), ("val", SMALL.val_photos)):
         assert {r.meta["photo"] for r in corpus if r.meta["split"] == split} <= set(pool)
     assert {r.meta["split"] for r in corpus} == {"train", "val"}
-    assert not {*SMALL.train_pool} & {*SMALL.val_pool} | {*SMALL.train_pool} & {*SMALL.test_pool}
-    assert not {*SMALL.val_pool} & {*SMALL.test_pool}
+    assert not {*SMALL.train_photos} & {*SMALL.val_photos} | {*SMALL.train_photos} & {*SMALL.test_photos}
+    assert not {*SMALL.val_photos} & {*SMALL.test_photos}
 
 
 def test_val_set_has_masks_and_negatives_and_noedit_pairs_are_round_trips_only(suite):
@@ -189,7 +189,7 @@ def test_inpainting_set_regenerates_content_of_the_configured_kinds(tmp_path):
 def test_content_hash_covers_what_changes_content():
     base = SynthConfig()
     for change in ({"inpainting_families": ("removal",)}, {"pool_seed": 3}, {"n_val": 7},
-                   {"test_pool": base.test_pool[1:]}):
+                   {"test_pool": base.test_photos[1:]}):
         assert dataclasses.replace(base, **change).content_hash() != base.content_hash(), change
     assert dataclasses.replace(base, workers=7).content_hash() == base.content_hash()
     with pytest.raises(ValueError, match="unknown families"):

@@ -1,15 +1,15 @@
-"""Training data for SIGMA, prepared once and cached: images -> frozen features, calibration pairs, corpus.
+"""SIGMA's training data in memory and on disk: images turned into frozen backbone features once.
 
 Everything SIGMA's heads train on is a function of fixed inputs (the suite, the backbone weights, the
 stand-in autoencoder's seed), so backbone features are computed once and kept in a ``FeatureBank``
 (float16 on disk and in memory). Training steps then cost only the heads, which is what makes Stage I +
-Stage II fit a CPU budget and lets every ablation reuse the same bank.
+Stage II fit a CPU budget and lets every ablation reuse the same bank. On disk the bank and its pair
+tables are plain tensors, lists and dicts, so the file loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,10 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.data.imageio import load_image, load_mask
+from benchmarks.data.imageio import load_image, load_mask, resize_image
 from benchmarks.data.manifest import PairRecord, read_manifest
+from benchmarks.io import save_torch
+from sigma.serialization import load_file
 
 log = logging.getLogger(__name__)
+
+BANK_FORMAT = 2  # 2: plain containers (weights_only loads); 1 pickled the pair tables as objects
 
 
 @dataclass
@@ -104,8 +108,6 @@ def load_pairs(folder: Path, with_masks: bool) -> tuple[list[PairRecord], np.nda
         e = load_image(rec.edited)
         o = load_image(rec.original)
         if o.shape != e.shape:
-            from benchmarks.data.imageio import resize_image
-
             o = resize_image(o, e.shape[:2])
         originals.append(o)
         edited.append(e)
@@ -122,5 +124,18 @@ def load_pairs(folder: Path, with_masks: bool) -> tuple[list[PairRecord], np.nda
     return records, np.stack(originals), np.stack(edited), to_t(masks), to_t(intended)
 
 
-def cache_key(parts: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+def save_bank(path: Path, bank: FeatureBank, tables: dict[str, PairTable], info: dict[str, Any]) -> Path:
+    """The bank, its named pair tables and a description, as one file of plain values."""
+    state = {"format": BANK_FORMAT, "bank": bank.state(), "info": info,
+             "tables": {name: dataclasses.asdict(table) for name, table in tables.items()}}
+    return save_torch(state, path)
+
+
+def load_bank(path: Path) -> tuple[FeatureBank, dict[str, PairTable], dict[str, Any]]:
+    """What :func:`save_bank` wrote; a file of another format is an error naming it and the fix."""
+    state = load_file(path)
+    if not isinstance(state, dict) or state.get("format") != BANK_FORMAT:
+        raise ValueError(f"{path}: a SIGMA data bank of another format (want {BANK_FORMAT}); delete its folder and "
+                         "run `bench train-sigma` again to rebuild it")
+    tables = {name: PairTable(**values) for name, values in state["tables"].items()}
+    return FeatureBank.from_state(state["bank"]), tables, state["info"]

@@ -1,4 +1,5 @@
-"""`bench train-sigma --variant ablations`: train every ablation on one cached data bank, score them all.
+"""SIGMA's ablations (``bench train-sigma --variant ablations``): every variant trained on one cached data
+bank, scored with the training-free baselines beside them.
 
 Rows: the full model; no text prior; one-way FiLM instead of bidirectional refinement; Stage I only;
 Stage II without each of its parts; ``grounding_only``; and the training-free baselines for reference.
@@ -18,13 +19,22 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from benchmarks.builders import generator_from_config
 from benchmarks.config import compose, save_resolved
+from benchmarks.data.datasets import pair_datasets
 from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
+from benchmarks.distributed import device_for
+from benchmarks.evaluation.generators import evaluate_generator
+from benchmarks.evaluation.loop import Prediction, evaluate
+from benchmarks.io import atomic_write, write_csv
 from benchmarks.metrics import PixelMetrics
-from benchmarks.runners.sigma_data import FeatureBank, load_pairs
-from benchmarks.runners.eval_generators import resolve_device
-from benchmarks.runners.train_sigma import VARIANTS, backbone_path, export, grounding_export, prepare_data, train_variant
+from benchmarks.metrics.suite import MetricSuite, SlicedSuite
+from benchmarks.paths import config_roots, portable_tree
+from benchmarks.sigma_training.bank import FeatureBank, load_pairs
+from benchmarks.sigma_training.data import backbone_path, prepare_data
+from benchmarks.sigma_training.export import export, grounding_export
+from benchmarks.sigma_training.stages import VARIANTS, train_variant
 
 log = logging.getLogger(__name__)
 
@@ -57,40 +67,46 @@ def test_sets(cfg: DictConfig, datasets: list[tuple[str, Path]], device: torch.d
     return out
 
 
+SLICES = {"all": lambda inputs: torch.ones(len(inputs["side_effect"]), dtype=torch.bool),
+          "no_side_effect": lambda inputs: ~inputs["side_effect"], "side_effect": lambda inputs: inputs["side_effect"]}
+
+
+def feature_batches(ts: TestSet, batch: int = 32):
+    """A test set's pairs as batches of bank indices with their truth and side-effect flags."""
+    for i in range(0, len(ts.edit), batch):
+        idx = list(range(i, min(i + batch, len(ts.edit))))
+        yield {"idx": idx, "mask": ts.masks[idx].float(), "side_effect": torch.tensor([ts.side_effect[j] for j in idx])}
+
+
 @torch.no_grad()
 def score_net(net, text, sets: list[TestSet], device: torch.device, batch: int = 32) -> dict[str, dict[str, float]]:
     """Per dataset: F1/IoU (per image, thr 0.5) overall, on pairs without and with side effects."""
     results = {}
     for ts in sets:
-        metrics = {"all": PixelMetrics(), "no_side_effect": PixelMetrics(), "side_effect": PixelMetrics()}
-        for i in range(0, len(ts.edit), batch):
-            idx = list(range(i, min(i + batch, len(ts.edit))))
+        def predict(b: dict, ts: TestSet = ts) -> Prediction:
+            idx = b["idx"]
             fo = [f.to(device) for f in ts.bank.features([ts.orig[j] for j in idx])] if net.cfg.difference else None
             fe = [f.to(device) for f in ts.bank.features([ts.edit[j] for j in idx])]
             tokens = valid = None
             if net.cfg.use_text:
                 tokens, valid = text([ts.instruction[j] for j in idx], device)
-            mask = ts.masks[idx].float()
             images = ts.bank.pixels([ts.orig[j] for j in idx]).to(device), ts.bank.pixels([ts.edit[j] for j in idx]).to(device)
-            prob = torch.sigmoid(net(fo, fe, tokens, valid, *images, out_size=mask.shape[-2:])["mask_logits"].float()).cpu()
-            metrics["all"].update(prob, mask)
-            side = torch.tensor([ts.side_effect[j] for j in idx])
-            if (~side).any():
-                metrics["no_side_effect"].update(prob[~side], mask[~side])
-            if side.any():
-                metrics["side_effect"].update(prob[side], mask[side])
-        results[ts.name] = {f"{k}/{m}": v.compute()[m] for k, v in metrics.items() for m in ("f1_per_image", "iou_per_image")}
+            out = net(fo, fe, tokens, valid, *images, out_size=b["mask"].shape[-2:])
+            return Prediction(torch.sigmoid(out["mask_logits"].float()).cpu())
+
+        suite = SlicedSuite(SLICES, lambda: MetricSuite({"pixel": PixelMetrics()}))
+        metrics = evaluate(feature_batches(ts, batch), predict, suite).metrics
+        results[ts.name] = {f"{k}/{m}": metrics[f"{k}/{m}"] for k in SLICES for m in ("f1_per_image", "iou_per_image")}
     return results
 
 
 def score_generator(cfg: DictConfig, name: str, datasets: list[tuple[str, Path]], overrides: list[str]) -> dict:
-    from benchmarks.runners.eval_generators import evaluate, generator_from_config
-
-    gen = generator_from_config(compose([*overrides, f"generator={name}"])).to(resolve_device(cfg.device)).eval()
+    """A training-free baseline's rows: means of its per-pair scores, overall and by side effect."""
+    gen = generator_from_config(compose([*overrides, f"generator={name}"])).to(device_for(cfg.device)).eval()
     results = {}
     for dname, folder in datasets:
         ds = PairsDataset(folder, Geometry("none"), require_mask=True, name=dname)
-        res = evaluate(gen, ds, batch_size=16, progress=False)
+        res = evaluate_generator(gen, ds, batch_size=16, progress=False)
         row = {}
         for key, keep in (("all", lambda r: True), ("no_side_effect", lambda r: not r.get("side_effect")),
                           ("side_effect", lambda r: bool(r.get("side_effect")))):
@@ -102,14 +118,13 @@ def score_generator(cfg: DictConfig, name: str, datasets: list[tuple[str, Path]]
 
 
 def run_ablations(cfg: DictConfig, overrides: list[str]) -> Path:
+    """Train every variant on the one data bank, score each and the baselines, write the report."""
     from sigma.text import TextEncoder
 
-    from benchmarks.runners.eval_generators import resolve_datasets
-
-    device = resolve_device(cfg.device)
+    device = device_for(cfg.device)
     t0 = time.perf_counter()
     data = prepare_data(cfg, device)
-    datasets = resolve_datasets(cfg, "all", overrides) + resolve_datasets(cfg, "synth_holdout", overrides)
+    datasets = pair_datasets(cfg, "all", overrides) + pair_datasets(cfg, "synth_holdout", overrides)
     sets = test_sets(cfg, datasets, device)
     text = TextEncoder(cfg.sigma.model.text_encoder, path=cfg.sigma.text_encoder_path)
     table: dict[str, dict] = {}
@@ -134,6 +149,7 @@ def _fmt(v: float) -> str:
 
 
 def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, seconds: float, data_info: dict) -> Path:
+    """``<results>/leaderboards/sigma_ablations.{md,csv}``."""
     import pandas as pd
 
     tests = [n for n in names if n != "synth_holdout"]
@@ -151,7 +167,7 @@ def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, 
     frame = pd.DataFrame(rows).set_index("variant")
     out_dir = Path(cfg.paths.results) / "leaderboards"
     out_dir.mkdir(parents=True, exist_ok=True)
-    frame.round(6).to_csv(out_dir / "sigma_ablations.csv")
+    write_csv(out_dir / "sigma_ablations.csv", frame.round(6), index=True)
     head = "| variant | " + " | ".join(f"{d} F1" for d in tests) + " | **mean F1** | **mean IoU** | holdout F1 | holdout IoU | " \
            "F1 no side effect (mean) | F1 with side effect (mean) |"
     lines = [head, "|---" * (len(tests) + 7) + "|"]
@@ -171,7 +187,6 @@ def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, 
         *lines, "",
         "## Reproduce", "", f"```\nbench train-sigma --variant ablations --profile {cfg.profile.name}\n```", "",
         f"Resolved config: `sigma_ablations.config.yaml`; all columns: `sigma_ablations.csv`. Total time {seconds / 60:.1f} min "
-        f"on {resolve_device(cfg.device)}; per-variant training (s): {json.dumps(timings)}. Training data: {json.dumps(data_info, default=str)}", ""])
-    path = out_dir / "sigma_ablations.md"
-    path.write_text(md)
-    return path
+        f"on {device_for(cfg.device)}; per-variant training (s): {json.dumps(timings)}. Training data: "
+        f"{json.dumps(portable_tree(data_info, config_roots(cfg.paths)), default=str)}", ""])
+    return atomic_write(out_dir / "sigma_ablations.md", md)

@@ -1,6 +1,6 @@
 """The layout of an annotation output folder: committed shard files, the done set a resumed run skips, and
 the merge that turns shards into iml.json, manifest.jsonl, skipped.jsonl and provenance.json (see
-:mod:`benchmarks.runners.annotate` for the folder as a whole)."""
+:mod:`benchmarks.annotation` for the folder as a whole)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import hashlib
 import heapq
 import json
 import logging
-import os
 import platform
 import re
 import shutil
@@ -23,7 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.data.errors import DataError
 from benchmarks.data.pair_sources import PairSource, open_source
+from benchmarks.io import atomic_open, atomic_write, read_json, to_json
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +38,6 @@ def file_stem(item_id: str) -> str:
     if stem != item_id or not stem or stem.startswith("."):
         stem = f"{stem.lstrip('.')}-{hashlib.sha1(item_id.encode()).hexdigest()[:10]}"
     return stem
-
-
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: several processes may write the same file
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def entry_index(line: str) -> int:
@@ -159,27 +154,30 @@ def software_versions() -> dict[str, str]:
     return versions
 
 
-def merge(out: str | Path, source: PairSource | None = None, limit: int | None = None) -> dict[str, Any]:
+def merge(out: str | Path, source: PairSource | None = None, limit: int | None = None,
+          on_duplicate: str = "skip") -> dict[str, Any]:
     """Build iml.json, manifest.jsonl, skipped.jsonl and provenance.json from the committed shards.
 
     Idempotent (reads only shards and state, writes by rename). ``complete`` is true when every global
     index below the source's count (or ``limit``) is listed; only then are stale temporary files removed.
+    Pairs that share an id have one ambiguous mask file: it is deleted, and the pairs are listed as
+    skipped (``on_duplicate="skip"``) or the merge stops with an error naming them (``"raise"``).
     """
     out = Path(out).resolve()
     if not (out / "run.json").is_file():
         raise FileNotFoundError(f"{out}: no run.json here; merge needs a folder `bench annotate` wrote")
-    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    run = read_json(out / "run.json")
     source = source if source is not None else open_source(run["pairs"])
     expected = source.count(limit)
     dups = _duplicate_ids(out)
+    if dups:
+        _drop_duplicate_masks(out, dups, on_duplicate)
     counts = Counter()
     skipped_by = Counter()
     covered = 0
-    pid = os.getpid()
-    paths = {name: out / name for name in ("manifest.jsonl", "iml.json", "skipped.jsonl")}
-    tmps = {name: p.with_name(f".{p.name}.{pid}.tmp") for name, p in paths.items()}
     with contextlib.ExitStack() as stack:
-        man, iml, skipped = (stack.enter_context(open(tmps[name], "w", encoding="utf-8")) for name in paths)
+        man, iml, skipped = (stack.enter_context(atomic_open(out / name)) for name in
+                             ("manifest.jsonl", "iml.json", "skipped.jsonl"))
         iml.write("[")
         for item_id, reason, error in getattr(source, "file_errors", []):
             skipped.write(json.dumps({"index": None, "id": item_id, "reason": reason, "error": error}) + "\n")
@@ -204,9 +202,7 @@ def merge(out: str | Path, source: PairSource | None = None, limit: int | None =
             iml.write(("\n" if counts["annotated"] == 1 else ",\n") + json.dumps([e["edited"], e["mask"]],
                                                                                 ensure_ascii=False))
         iml.write("\n]\n")
-    for name, p in paths.items():
-        os.replace(tmps[name], p)
-    sessions = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((out / "state").glob("session-*.json"))]
+    sessions = [read_json(p) for p in sorted((out / "state").glob("session-*.json"))]
     wall = _union_seconds(sessions)
     processed = sum(s["annotated"] + s["skipped"] for s in sessions)
     complete = covered == expected
@@ -223,7 +219,7 @@ def merge(out: str | Path, source: PairSource | None = None, limit: int | None =
                     "config": "config.yaml"},
         "config": run.get("config"), "software": software_versions(), "merged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_text(out / "provenance.json", json.dumps(provenance, indent=2, ensure_ascii=False) + "\n")
+    atomic_write(out / "provenance.json", to_json(provenance, indent=2) + "\n")
     if complete:
         shutil.rmtree(out / "tmp", ignore_errors=True)
         for stale in out.glob(".*.tmp"):  # a killed merge's files; live ones are younger
@@ -233,3 +229,17 @@ def merge(out: str | Path, source: PairSource | None = None, limit: int | None =
         log.warning("%s: %d of %d pairs are not annotated yet; run the same command again to finish", out,
                     expected - covered, expected)
     return provenance
+
+
+def _drop_duplicate_masks(out: Path, dups: set[str], on_duplicate: str) -> None:
+    """Delete the mask files of ids used by more than one pair; with ``"raise"``, then stop naming them."""
+    where: dict[str, list[int]] = {}
+    for e in merged_entries(out):
+        if "skipped" not in e and e["id"] in dups:
+            where.setdefault(e["id"], []).append(e["index"])
+            (out / e["mask"]).unlink(missing_ok=True)
+    if on_duplicate == "raise":
+        listed = "; ".join(f"id {i!r} at indices {idx}" for i, idx in sorted(where.items())[:5])
+        raise DataError(f"{out}: pairs share an id, so their masks would overwrite each other ({listed}"
+                        f"{'; ...' if len(where) > 5 else ''}); give every pair its own id, or annotate with "
+                        "--on-error skip to leave them out", reason="duplicate-id")

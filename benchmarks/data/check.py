@@ -1,10 +1,13 @@
-"""`bench data check`: decode every item of a dataset and report what it holds and what is wrong."""
+"""`bench data check`: decode every item of a dataset and report what it holds and what is wrong. A bad item
+(unreadable line or file, a duplicate id, a size mismatch) is listed with its reason and the scan goes on,
+so the report covers every item up to ``--limit``."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -57,17 +60,47 @@ def _scan(items: Iterable[Any], load: Callable[[Any], dict[str, Any]], item_id: 
     return report
 
 
+def _manifest_lines(folder: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of every non-empty manifest line: parsed one by one, so a broken line is one bad item."""
+    from benchmarks.data.manifest import manifest_path
+
+    with open(manifest_path(folder), encoding="utf-8") as fh:
+        yield from ((n, line) for n, line in enumerate(fh, start=1) if line.strip())
+
+
+def _line_id(entry: tuple[int, str]) -> str:
+    try:
+        return str(json.loads(entry[1])["id"])
+    except (ValueError, KeyError, TypeError):
+        return f"line-{entry[0]}"
+
+
+def _pair_loader(folder: Path) -> Callable[[tuple[int, str]], dict[str, Any]]:
+    """Parse a manifest line and decode its pair; an id seen on an earlier line is a ``duplicate-id``."""
+    from benchmarks.data.manifest import load_pair, manifest_path, parse_line
+
+    path = manifest_path(folder)
+    seen: dict[str, int] = {}
+
+    def load(entry: tuple[int, str]) -> dict[str, Any]:
+        lineno, line = entry
+        rec = parse_line(line, path.parent, f"{path}:{lineno}")
+        if rec.id in seen:
+            raise DataError(f"{path}:{lineno}: id {rec.id!r} is already used on line {seen[rec.id]}; ids must be "
+                            "unique (they name every output)", path=path, reason="duplicate-id")
+        seen[rec.id] = lineno
+        out = load_pair(rec)
+        out["empty_instruction"] = not rec.instruction.strip()
+        return out
+
+    return load
+
+
 def check_dataset(path: Path, adapter: str | None = None, limit: int | None = None) -> dict[str, Any]:
+    """The report ``bench data check`` prints: counts, mask areas, bad items by reason (the first 20 listed)."""
     kind = _kind(path, adapter)
     if kind == "pairs":
-        from benchmarks.data.manifest import iter_manifest, load_pair
-
-        def load(rec):
-            out = load_pair(rec)
-            out["empty_instruction"] = not rec.instruction.strip()
-            return out
-
-        report = _scan(iter_manifest(path), load, lambda r: r.id, limit)
+        report = _scan(_manifest_lines(path), _pair_loader(path), _line_id, limit)
     elif kind == "parquet":
         from benchmarks.data.parquet import ParquetPairs
 
