@@ -100,9 +100,17 @@ class FeatureBank:
         return bank
 
 
-def load_pairs(folder: Path, with_masks: bool) -> tuple[list[PairRecord], np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor | None]:
-    """Decode a pairs folder: records, originals, edited (uint8 N,H,W,3), masks and intended masks (bool)."""
+def load_pairs(folder: Path, with_masks: bool, exclude_split: str | None = None
+               ) -> tuple[list[PairRecord], np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor | None]:
+    """Decode a pairs folder: records, originals, edited (uint8 N,H,W,3), masks and intended masks (bool).
+    Records whose ``split`` is `exclude_split` are left out (logged with their count)."""
     records = read_manifest(folder)
+    if exclude_split:
+        kept = [r for r in records if r.meta.get("split") != exclude_split]
+        if len(kept) < len(records):
+            log.info("%s: %d pairs with split=%s left out of SIGMA training", folder, len(records) - len(kept),
+                     exclude_split)
+        records = kept
     originals, edited, masks, intended = [], [], [], []
     for rec in records:
         e = load_image(rec.edited)

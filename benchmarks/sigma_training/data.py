@@ -84,7 +84,8 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -
                  "corpus": file_hash(corpus_dir / "manifest.jsonl", 16), "backbone": cfg.sigma.model.backbone,
                  "backbone_weights": file_hash(bpath, 16) if bpath else None, "vae": cfg.sigma.vae_path,
                  "standin": to_container(cfg.sigma.standin_ae), "calibration": to_container(cfg.sigma.calibration),
-                 "seed": cfg.sigma.seed, "format": BANK_FORMAT}
+                 "seed": cfg.sigma.seed, "format": BANK_FORMAT,
+                 "corpus_exclude_split": cfg.sigma.get("corpus_exclude_split")}
     key = content_hash(key_parts)
     cache = Path(cfg.paths.home) / "cache" / "sigma" / key
     bank_file = cache / "data.pt"
@@ -99,7 +100,8 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -
     info: dict[str, Any] = {"inpainting": portable(inpainting_dir, roots), "corpus": portable(corpus_dir, roots),
                             "cache": portable(cache, roots), "cache_key": key}
     recs, inp_o, inp_e, inp_m, inp_int = load_pairs(inpainting_dir, with_masks=True)
-    crecs, cor_o, cor_e, _, _ = load_pairs(corpus_dir, with_masks=False)
+    crecs, cor_o, cor_e, _, _ = load_pairs(corpus_dir, with_masks=False,
+                                           exclude_split=cfg.sigma.get("corpus_exclude_split"))
     seed = int(cfg.sigma.seed)
 
     # the round-trip autoencoder: a real VAE when given, else the stand-in trained on unedited photos
