@@ -4,10 +4,12 @@ A text-driven editor hands back every pixel slightly moved (a sub-pixel shift, a
 from its decode round trip), so differencing the raw pair marks every edge. Published annotators for editing
 corpora align the pair first (PromptForge-350k, arXiv 2603.29386: keypoint alignment, then comparison). Here:
 
-1. **keypoints**: ORB (or SIFT) on both grey images, Lowe's ratio test, a USAC/MAGSAC homography, sanity
-   checks (inlier count and share, corner displacement, scale change, perspective, residual);
-2. **ECC refinement** (Evangelidis & Psarakis 2008, ``cv2.findTransformECC``) of that homography to
-   sub-pixel accuracy, kept only when it stays close to the keypoint fit;
+1. **keypoints**: ORB (or SIFT) on both grey images, Lowe's ratio test, a RANSAC affine fit (default; an
+   editor's misalignment is a similarity) or a USAC/MAGSAC homography, then sanity checks (inlier count
+   and share, corner displacement, scale change, perspective);
+2. **ECC refinement** (Evangelidis & Psarakis 2008, ``cv2.findTransformECC``) of that fit to sub-pixel
+   accuracy, accepted when it stays within ``max_refine_px`` of the keypoint fit; when it does not, the
+   keypoint fit, the refinement and ECC from the identity compete on the images' correlation;
 3. fallbacks when keypoints are too few or the fit is implausible: ECC from the identity (affine), then
    phase correlation (translation), then the identity. Images too small or too uniform to register are
    left as they are (identity).
