@@ -107,11 +107,48 @@ class DiffusersVAE(nn.Module):
         return ((self.vae.decode(latent).sample + 1) / 2).clamp(0, 1)
 
 
+def _uniform(b: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+    return lo + (hi - lo) * torch.rand(b, generator=generator)
+
+
+def randomized_pipeline(images: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:
+    """Editor and saving-pipeline variation beyond one autoencoder (B,3,H,W in [0,1]): each sample draws its
+    own resampling (down-up by 1.3-3x, half of the samples), blur, sensor-like noise and colour cross-talk,
+    at `strength`. Calibration with it shows Stage II many kinds of "no edit" noise, not one editor's."""
+    b, _, h, w = images.shape
+    out = images
+    factor = _uniform(b, 1.3, 1.3 + 1.7 * strength, generator)
+    resample = torch.rand(b, generator=generator) < 0.5
+    for i in torch.nonzero(resample).flatten().tolist():
+        small = F.interpolate(out[i:i + 1], size=(max(8, int(h / factor[i])), max(8, int(w / factor[i]))),
+                              mode="area")
+        mode = "bicubic" if torch.rand(1, generator=generator).item() < 0.5 else "bilinear"
+        out = torch.cat([out[:i], F.interpolate(small, size=(h, w), mode=mode, align_corners=False), out[i + 1:]])
+    sigma = _uniform(b, 0.0, 0.8 * strength, generator) * (torch.rand(b, generator=generator) < 0.3)
+    for i in torch.nonzero(sigma > 0.05).flatten().tolist():
+        radius = max(1, int(round(3 * float(sigma[i]))))
+        x = torch.arange(-radius, radius + 1, dtype=out.dtype, device=out.device)
+        k = torch.exp(-x ** 2 / (2 * float(sigma[i]) ** 2))
+        k = k / k.sum()
+        img = F.pad(out[i:i + 1], (radius, radius, radius, radius), mode="reflect")
+        img = F.conv2d(img, k.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+        img = F.conv2d(img, k.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+        out = torch.cat([out[:i], img, out[i + 1:]])
+    noise_std = _uniform(b, 0.0, 0.015 * strength, generator).view(b, 1, 1, 1).to(out.device)
+    out = out + noise_std * torch.sqrt(out.clamp_min(0) + 0.05) * torch.randn(out.shape, generator=generator).to(out.device)
+    mix = torch.eye(3) + 0.02 * strength * torch.randn(b, 3, 3, generator=generator)
+    out = torch.einsum("bij,bjhw->bihw", mix.to(out.device), out)
+    return out.clamp(0, 1)
+
+
 def editor_roundtrip(images: torch.Tensor, autoencoder: Callable[[torch.Tensor], torch.Tensor], generator: torch.Generator,
-                     shift: float = 0.5, jpeg: tuple[int, int] = (75, 95), tone: float = 0.0) -> torch.Tensor:
+                     shift: float = 0.5, jpeg: tuple[int, int] = (75, 95), tone: float = 0.0,
+                     randomize: float = 0.0, warp: float = 0.0) -> torch.Tensor:
     """What an editor hands back for `images` (B,3,H,W) in [0,1]: the autoencoder round trip, a small global
     tone/colour drift (per-channel gain and gamma of spread `tone`, as diffusion sampling shifts colours),
-    then the generic steps of a saving pipeline: a sub-pixel resampling offset and JPEG re-encoding."""
+    with `randomize` > 0 the per-sample variation of :func:`randomized_pipeline`, then the generic steps of a
+    saving pipeline: a sub-pixel resampling offset (plus, with `warp` > 0, a rotation / scale of up to `warp`
+    pixels at the image corners) and JPEG re-encoding."""
     import io
 
     import numpy as np
@@ -123,9 +160,18 @@ def editor_roundtrip(images: torch.Tensor, autoencoder: Callable[[torch.Tensor],
         gain = 1 + tone * torch.randn(b, 3, 1, 1, generator=generator).to(out.device)
         gamma = torch.exp(tone * torch.randn(b, 1, 1, 1, generator=generator)).to(out.device)
         out = (out.clamp_min(1e-6) ** gamma * gain).clamp(0, 1)
+    if randomize > 0:
+        out = randomized_pipeline(out, generator, randomize)
     offsets = (torch.rand(b, 2, generator=generator) * 2 - 1) * shift
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1
+    if warp > 0:  # corner displacement of up to `warp` px from a small rotation and scale
+        half = max(h, w) / 2
+        angle = (torch.rand(b, generator=generator) * 2 - 1) * warp / half
+        scale = 1 + (torch.rand(b, generator=generator) * 2 - 1) * warp / half
+        theta[:, 0, 0] = theta[:, 1, 1] = scale * torch.cos(angle)
+        theta[:, 0, 1] = -scale * torch.sin(angle) * h / w
+        theta[:, 1, 0] = scale * torch.sin(angle) * w / h
     theta[:, 0, 2] = offsets[:, 0] * 2 / w
     theta[:, 1, 2] = offsets[:, 1] * 2 / h
     grid = F.affine_grid(theta.to(out.device), list(out.shape), align_corners=False)

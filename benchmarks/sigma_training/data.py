@@ -138,7 +138,8 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -
         for i in range(0, len(images), 32):
             x = torch.from_numpy(images[i:i + 32]).permute(0, 3, 1, 2).float().div(255).to(device)
             y = editor_roundtrip(x, ae_roundtrip, gen, float(cfg.sigma.calibration.shift), tuple(cfg.sigma.calibration.jpeg),
-                                 float(cfg.sigma.calibration.tone))
+                                 float(cfg.sigma.calibration.tone), float(cfg.sigma.calibration.get("randomize", 0.0)),
+                                 float(cfg.sigma.calibration.get("warp", 0.0)))
             out.append((y.cpu() * 255).round().clamp(0, 255).byte().permute(0, 2, 3, 1).numpy())
         return np.concatenate(out)
 

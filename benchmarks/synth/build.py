@@ -29,6 +29,8 @@ import numpy as np
 
 from benchmarks.data.imageio import save_png
 from benchmarks.io import content_hash, write_json
+from benchmarks.synth.alt_edits import ALT_FAMILIES, alt_side_effect
+from benchmarks.synth.alt_editor import alt_round_trip
 from benchmarks.synth.editor import RoundTripConfig, jpeg_roundtrip, psnr, round_trip
 from benchmarks.synth.edits import FAMILIES, side_effect
 from benchmarks.synth.photos import DEFAULT_FRACTIONS, PhotoWorld, random_crop
@@ -36,6 +38,7 @@ from benchmarks.synth.photos import DEFAULT_FRACTIONS, PhotoWorld, random_crop
 log = logging.getLogger(__name__)
 
 MIXED = "mixed"  # a benchmark whose pairs draw their family at random
+IMPLEMENTATIONS = ("standard", "alt")
 # part of every suite's hash: bump it when a change to the generating code changes what a config produces
 GENERATOR_VERSION = 2  # 2: the photo world (val and round-trip-only sets, corpus val pairs from the val pool)
 
@@ -71,9 +74,13 @@ class SynthConfig:
     area: tuple[float, float] = (0.03, 0.25)
     side_effect_prob: float = 0.4
     side_effect_area: tuple[float, float] = (0.01, 0.05)
+    edit_opacity: tuple[float, float] = (1.0, 1.0)   # the edit blended back at this opacity: subtle, low-contrast edits
     val_fraction: float = 0.1     # corpus pairs tagged split=val, drawn from the val pool (checkpoint choice)
     inpainting_roundtrip: bool = False
     roundtrip: RoundTripConfig = field(default_factory=RoundTripConfig)
+    # standard: edits.py + editor.py; alt: the second implementation (alt_edits.py + alt_editor.py), used only
+    # by the generalization set, so nothing trains or is tuned on its code
+    implementation: str = "standard"
     workers: int = 2
 
     @property
@@ -121,6 +128,9 @@ class SynthConfig:
                if b not in FAMILIES and b != MIXED]
         if bad:
             raise ValueError(f"synth config: unknown families {bad}; known: {sorted(FAMILIES)} or {MIXED!r}")
+        if self.implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"synth config: implementation {self.implementation!r} is unknown; use one of "
+                             f"{IMPLEMENTATIONS}")
         if self.image_size < 64:
             raise ValueError(f"synth config: image_size {self.image_size} is too small; use >= 64")
 
@@ -184,9 +194,8 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
     photo, image, donor = _photo_pair(_pool(cfg, job, split), cfg, rng)
 
     if job.kind == "authentic":  # an unedited photo that still went through the editor
-        rt, quality = round_trip(image, rng, cfg.roundtrip)
-        decoded, data = jpeg_roundtrip(rt, quality)
-        path = out / "authentic" / f"{item_id}.jpg"
+        decoded, data, ext = _editor_pass(cfg, image, rng)
+        path = out / "authentic" / f"{item_id}.{ext}"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
         return {"id": item_id, "edited": _rel(path, out), "photo": photo, "_psnr": psnr(decoded, image)}
@@ -195,11 +204,15 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
 
     families = cfg.inpainting_families if job.kind == "inpainting" else cfg.corpus_families
     family = job.family if job.family != MIXED else str(rng.choice(families))
-    edit = FAMILIES[family](image, rng, cfg.area, donor)
+    alt = cfg.implementation == "alt"
+    edit = (ALT_FAMILIES if alt else FAMILIES)[family](image, rng, cfg.area, donor)
     edited, mask = edit.image, edit.mask.copy()
+    if tuple(cfg.edit_opacity) != (1.0, 1.0):  # drawn only when asked, so full-opacity suites keep their content
+        opacity = rng.uniform(*cfg.edit_opacity)
+        edited = np.clip(np.round(image + opacity * (edited.astype(np.float32) - image)), 0, 255).astype(np.uint8)
     side_kind = None
     if job.kind != "inpainting" and rng.random() < cfg.side_effect_prob:
-        edited, side_mask, side_kind = side_effect(edited, mask, rng, cfg.side_effect_area)
+        edited, side_mask, side_kind = (alt_side_effect if alt else side_effect)(edited, mask, rng, cfg.side_effect_area)
         if side_kind == "none":
             side_kind = None
         else:
@@ -217,9 +230,8 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
         save_png(edited_path, edited)
         decoded = edited
     else:
-        rt, quality = round_trip(edited, rng, cfg.roundtrip, measure=outside)
-        decoded, data = jpeg_roundtrip(rt, quality)
-        edited_path = out / "edited" / f"{item_id}.jpg"
+        decoded, data, ext = _editor_pass(cfg, edited, rng, measure=outside)
+        edited_path = out / "edited" / f"{item_id}.{ext}"
         edited_path.parent.mkdir(parents=True, exist_ok=True)
         edited_path.write_bytes(data)
 
@@ -238,13 +250,22 @@ def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
     return row
 
 
+def _editor_pass(cfg: SynthConfig, image: np.ndarray, rng: np.random.Generator,
+                 measure: np.ndarray | None = None) -> tuple[np.ndarray, bytes, str]:
+    """The editor's round trip and the stored file: (decoded pixels, bytes, file extension)."""
+    if cfg.implementation == "alt":
+        return alt_round_trip(image, rng, measure=measure)
+    rt, quality = round_trip(image, rng, cfg.roundtrip, measure=measure)
+    decoded, data = jpeg_roundtrip(rt, quality)
+    return decoded, data, "jpg"
+
+
 def _noedit_item(cfg: SynthConfig, out: Path, item_id: str, photo: str, image: np.ndarray,
                  rng: np.random.Generator) -> dict[str, Any]:
     from benchmarks.synth.instructions import noedit_instruction
 
-    rt, quality = round_trip(image, rng, cfg.roundtrip)
-    decoded, data = jpeg_roundtrip(rt, quality)
-    original_path, edited_path, mask_path = (out / "original" / f"{item_id}.png", out / "edited" / f"{item_id}.jpg",
+    decoded, data, ext = _editor_pass(cfg, image, rng)
+    original_path, edited_path, mask_path = (out / "original" / f"{item_id}.png", out / "edited" / f"{item_id}.{ext}",
                                              out / "mask" / f"{item_id}.png")
     save_png(original_path, image)
     save_png(mask_path, np.zeros(image.shape[:2], bool))

@@ -227,3 +227,19 @@ def test_training_folder_depends_on_training_inputs_not_on_the_export_path(tmp_p
     assert work_dir(cfg(), data) != work_dir(cfg(seed=1), data)
     assert work_dir(cfg(), data) != work_dir(cfg(), SimpleNamespace(info={"cache_key": "bank-2"}))
     assert work_dir(cfg(), data, "grounding_only").parent.parent == work_dir(cfg(), data)
+
+
+def test_randomized_calibration_round_trip_is_seeded_and_varies_per_sample():
+    from sigma.roundtrip import editor_roundtrip
+
+    torch.manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(6, 3, 8, 8), size=(48, 48), mode="bilinear")  # smooth images
+
+    def run(seed: int, **kw):
+        return editor_roundtrip(x, lambda t: t, torch.Generator().manual_seed(seed), 0.5, (80, 95), 0.03, **kw)
+
+    plain, varied = run(1), run(1, randomize=1.0, warp=1.5)
+    assert torch.equal(varied, run(1, randomize=1.0, warp=1.5)) and not torch.equal(varied, plain)
+    err_plain = (plain - x).abs().mean(dim=(1, 2, 3))
+    err_varied = (varied - x).abs().mean(dim=(1, 2, 3))
+    assert err_varied.mean() > err_plain.mean() and err_varied.std() > err_plain.std()

@@ -194,3 +194,38 @@ def test_content_hash_covers_what_changes_content():
     assert dataclasses.replace(base, workers=7).content_hash() == base.content_hash()
     with pytest.raises(ValueError, match="unknown families"):
         SynthConfig.from_dict({"inpainting_families": ["removal", "teleport"]})
+
+
+def test_alt_implementation_makes_other_edits_and_round_trips(tmp_path):
+    """The generalization set's second implementation: same layout and contracts, other pixels."""
+    cfg = dataclasses.replace(SMALL, n_inpainting=0, n_corpus=0, n_val=0, n_noedit=0, n_per_benchmark=6,
+                              implementation="alt")
+    root = build_suite(cfg, tmp_path / "alt", progress=False)
+    standard = build_suite(dataclasses.replace(cfg, implementation="standard"), tmp_path / "std", progress=False)
+    assert cfg.content_hash() != dataclasses.replace(cfg, implementation="standard").content_hash()
+    for name in BENCHES:
+        records = read_manifest(root / name)
+        assert len(records) == 6 and all(r.meta["implementation"] == "alt" for r in records)
+        for rec, twin in zip(records, read_manifest(standard / name)):
+            orig, edit, mask = load_image(rec.original), load_image(rec.edited), load_mask(rec.mask)
+            assert np.array_equal(orig, load_image(twin.original))  # same crops, other edits and round trip
+            assert not np.array_equal(edit, load_image(twin.edited))
+            assert 18.0 <= psnr(edit, orig, ~_dilate(mask, 9)) <= 29.0, rec.id
+        assert sum(load_mask(r.mask).any() for r in records) >= 5, name
+    with pytest.raises(ValueError, match="implementation"):
+        SynthConfig.from_dict({"implementation": "magic"})
+
+
+def test_edit_opacity_makes_the_same_edits_subtler(tmp_path):
+    cfg = dataclasses.replace(SMALL, n_inpainting=0, n_corpus=0, n_val=0, n_noedit=0, n_per_benchmark=6,
+                              benchmarks=("recolour",), side_effect_prob=0.0)
+    full = build_suite(cfg, tmp_path / "full", progress=False)
+    faint = build_suite(dataclasses.replace(cfg, edit_opacity=(0.35, 0.6)), tmp_path / "faint", progress=False)
+    strength = {}
+    for name, root in (("full", full), ("faint", faint)):
+        diffs = []
+        for rec in read_manifest(root / "bench/recolour"):
+            orig, edit, mask = load_image(rec.original).astype(float), load_image(rec.edited).astype(float), load_mask(rec.mask)
+            diffs.append(np.abs(orig - edit).mean(axis=2)[mask].mean())
+        strength[name] = np.median(diffs)
+    assert strength["faint"] < 0.8 * strength["full"], strength
