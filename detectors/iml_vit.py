@@ -287,11 +287,12 @@ class IMLViT(Detector):
     def __init__(self, info: DetectorInfo, *, embed_dim: int, depth: int, num_heads: int, window_size: int,
                  global_blocks: tuple[int, ...], fixed_size: int, fpn_channels: int, head_dim: int,
                  drop_path: float = 0.0, head_norm: str = "bn", edge_lambda: float = 20.0,
-                 edge_width: int = 7, dice_weight: float = 0.0) -> None:
+                 edge_width: int = 7, dice_weight: float = 0.0, pos_weight: float = 1.0) -> None:
         super().__init__()
         self.info = info
         self.edge_lambda = float(edge_lambda)
         self.dice_weight = float(dice_weight)
+        self.pos_weight = float(pos_weight)
         self.edge_width = int(edge_width)
         self.encoder = WindowViT(fixed_size, embed_dim, depth, num_heads, window_size, tuple(global_blocks), drop_path)
         self.sfp = SimpleFeaturePyramid(embed_dim, fpn_channels)
@@ -310,11 +311,13 @@ class IMLViT(Detector):
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """BCE over valid pixels + lambda * BCE weighted by the ground-truth edge band (the mean still runs
         over all valid pixels, so lambda=20 balances the band's small area, as in IML-ViT); plus an optional
-        Dice term (``dice_weight``, not in the paper's objective)."""
+        class weight on forged pixels in both BCE terms (``pos_weight``) and an optional Dice term
+        (``dice_weight``), neither in the paper's objective."""
         logits = out["mask_logits"]
         edge = edge_map(target_at(batch, logits), self.edge_width)
-        seg = bce(logits, batch)
-        edge_term = self.edge_lambda * bce(logits, batch, weight=edge)
+        pw = self.pos_weight if self.pos_weight != 1.0 else None
+        seg = bce(logits, batch, pos_weight=pw)
+        edge_term = self.edge_lambda * bce(logits, batch, pos_weight=pw, weight=edge)
         parts = {"bce": float(seg.detach()), "edge_bce": float(edge_term.detach())}
         return add_dice(seg + edge_term, parts, logits, batch, self.dice_weight), parts
 
@@ -336,9 +339,9 @@ def iml_vit(variant: str = "tiny", pretrained_path: str | None = None, pretraine
     """IML-ViT. ``pretrained_path``: a local timm-format ViT state dict of the variant's width (MAE
     ViT-B/16 for ``paper``, ViT-Ti/16 for ``tiny``); ``pretrained``: timm's own weights (needs a network).
     Overrides: any key of :data:`VARIANTS` (e.g. ``fixed_size``) and ``head_norm``, ``edge_lambda``,
-    ``edge_width``, ``dice_weight``."""
+    ``edge_width``, ``dice_weight``, ``pos_weight``."""
     cfg = dict(variant_spec("iml_vit", variant, VARIANTS), head_norm="bn", edge_lambda=20.0, edge_width=7,
-               dice_weight=0.0)
+               dice_weight=0.0, pos_weight=1.0)
     check_options("iml_vit", kwargs, cfg)
     cfg.update({k: v for k, v in kwargs.items() if v is not None})
     if cfg["fixed_size"] % PATCH:

@@ -248,12 +248,14 @@ class ScaleGate(nn.Module):
 class Mesorch(Detector):
     def __init__(self, info: DetectorInfo, *, cnn: str, cnn_indices: tuple[int, ...], mit: dict[str, Any],
                  head_width: int | None, gate_width: int, drop_path: float = 0.0, alpha: float = 0.05,
-                 dice_weight: float = 0.0, pretrained_path: str | None = None, pretrained: bool = False) -> None:
+                 dice_weight: float = 0.0, pos_weight: float = 1.0, pretrained_path: str | None = None,
+                 pretrained: bool = False) -> None:
         super().__init__()
         if not 0 < alpha < 1:
             raise ValueError(f"mesorch: alpha {alpha} must be in (0, 1) (fraction of low DCT frequencies per axis)")
         self.info = info
         self.dice_weight = float(dice_weight)
+        self.pos_weight = float(pos_weight)
         self.alpha = float(alpha)
         self.cnn = CNNBranch(cnn, tuple(cnn_indices), pretrained_path, pretrained)
         self.mit = MiTBranch(**mit, drop_path=drop_path)
@@ -279,9 +281,10 @@ class Mesorch(Detector):
                 "gate_weights": weights}
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Pixel BCE of the fused mask over valid pixels (Mesorch's only training term), plus an optional
-        Dice term (``dice_weight``, not in the paper's objective)."""
-        loss = bce(out["mask_logits"], batch)
+        """Pixel BCE of the fused mask over valid pixels (Mesorch's only training term), with an optional
+        class weight on forged pixels (``pos_weight``), plus an optional Dice term (``dice_weight``); neither
+        is in the paper's objective."""
+        loss = bce(out["mask_logits"], batch, pos_weight=self.pos_weight if self.pos_weight != 1.0 else None)
         parts = {"bce": float(loss.detach())}
         return add_dice(loss, parts, out["mask_logits"], batch, self.dice_weight), parts
 
@@ -293,9 +296,9 @@ def mesorch(variant: str = "tiny", pretrained_path: str | None = None, pretraine
     (``tf_efficientnet_lite0`` for tiny: the harness's offline ImageNet file; ``convnext_tiny`` for paper);
     it initializes the CNN branch's RGB part. ``pretrained``: timm's own CNN weights (needs a network).
     Overrides: ``alpha`` (DCT low-frequency fraction), ``head_width``, ``gate_width``, ``drop_path``,
-    ``dice_weight``."""
+    ``dice_weight``, ``pos_weight``."""
     cfg = dict(variant_spec("mesorch", variant, VARIANTS))
-    check_options("mesorch", kwargs, ("alpha", "head_width", "gate_width", "drop_path", "dice_weight"))
+    check_options("mesorch", kwargs, ("alpha", "head_width", "gate_width", "drop_path", "dice_weight", "pos_weight"))
     cfg.update({k: v for k, v in kwargs.items() if v is not None})
     mean, std, input_size = cfg.pop("mean"), cfg.pop("std"), cfg.pop("input_size")
     weights = weights_note("CNN branch (RGB)", pretrained_path, pretrained, f"timm {cfg['cnn']} (online)",

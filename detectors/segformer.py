@@ -10,8 +10,9 @@ adds the IML objective.
   benchmarks use for their SegFormer baseline; about 27M params, trained at 512 px.
 
 Objective: SegFormer's own objective is pixel cross-entropy on logits upsampled to the label size; with one
-forgery channel that is BCE at input resolution over valid pixels, plus an optional Dice term
-(``dice_weight``, 0 by default; the cpu-quick profile turns it on). ``score_logits`` is None: SegFormer in
+forgery channel that is BCE at input resolution over valid pixels, with an optional class weight on the
+forged pixels (``pos_weight``, 1 by default: mmseg's ``class_weight`` of the CE loss), plus an optional Dice
+term (``dice_weight``, 0 by default). The CPU profiles turn both on (configs/profile/cpu-quick.yaml says why). ``score_logits`` is None: SegFormer in
 IML benchmarks is a pixel-only baseline, and a score pooled from the mask would only restate the mask
 metrics.
 """
@@ -39,13 +40,15 @@ VARIANTS: dict[str, tuple[str, int, int]] = {
 
 class SegFormer(Detector):
     def __init__(self, info: DetectorInfo, arch: str, decoder_dim: int, pretrained_path: str | None = None,
-                 pretrained: bool = False, dice_weight: float = 0.0, drop_path_rate: float = 0.1):
+                 pretrained: bool = False, dice_weight: float = 0.0, pos_weight: float = 1.0,
+                 drop_path_rate: float = 0.1):
         super().__init__()
         self.info = info
         self.encoder = mit_encoder(arch, pretrained_path=pretrained_path, pretrained=pretrained,
                                    drop_path_rate=drop_path_rate)
         self.decoder = AllMLPDecoder(self.encoder.out_channels, decoder_dim, num_classes=1)
         self.dice_weight = float(dice_weight)
+        self.pos_weight = float(pos_weight)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         logits = self.decoder(self.encoder(x))  # (B,1,H/4,W/4)
@@ -54,7 +57,7 @@ class SegFormer(Detector):
 
     def loss(self, out: dict[str, Any], batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         logits = out["mask_logits"]
-        loss_bce = bce(logits, batch)
+        loss_bce = bce(logits, batch, pos_weight=self.pos_weight if self.pos_weight != 1.0 else None)
         parts = {"bce": float(loss_bce.detach())}
         return add_dice(loss_bce, parts, logits, batch, self.dice_weight), parts
 

@@ -21,7 +21,7 @@ def test_every_config_file_composes(group, name):
     cfg = compose([f"{group}={name}"])
     # resolve everything except the mandatory paths a user must supply (???)
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    assert container["profile"]["name"] in ("cpu-quick", "gpu-paper")
+    assert container["profile"]["name"] in ("cpu-quick", "cpu-study", "gpu-paper")
     if group in ("generator", "detector", "dataset"):
         assert cfg[group].name == name
     if group == "synth":
@@ -157,3 +157,14 @@ def test_paths_resolve_against_the_project_root_not_the_current_directory(tmp_pa
     assert Path(cfg.paths.results) == tmp_path / "elsewhere" / "results"
     assert Path(cfg.paths.data) == tmp_path / "elsewhere" / "scratch" / "data"
     assert compose(["paths.results=out"]).paths.results == "out"  # typed by hand: taken as given
+
+
+def test_study_profile_is_cpu_quick_with_a_bigger_training_budget():
+    quick, study = compose(["profile=cpu-quick"]), compose(["profile=cpu-study"])
+    assert study.profile.name == "cpu-study"
+    assert OmegaConf.to_container(study.synth, resolve=True) == OmegaConf.to_container(quick.synth, resolve=True)
+    assert study.sigma.export == quick.sigma.export                    # cpu-quick's trained SIGMA heads
+    assert compose(["profile=cpu-study", "generator=grounding_only"]).generator.checkpoint == \
+        compose(["profile=cpu-quick", "generator=grounding_only"]).generator.checkpoint
+    assert list(study.profile.detectors) == list(quick.profile.detectors)
+    assert study.train.epochs * 1.0 / max(1, study.train.batch_size) > quick.train.epochs * 1.0 / max(1, quick.train.batch_size)

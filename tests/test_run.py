@@ -21,7 +21,12 @@ SMOKE = ["experiment=smoke", "profile.num_workers=0", "train.epochs=1", "train.p
 
 
 def _cells(results):
-    return sorted(p.parent.relative_to(results / "runs").as_posix() for p in (results / "runs").glob("*/*/cell.json"))
+    return sorted(p.parent.relative_to(results / "runs").as_posix()
+                  for p in (results / "runs").glob("*/*/*/seed*/cell.json"))
+
+
+def _cell(results, generator, detector="segformer", seed=0):
+    return results / "runs" / generator / detector / "cpu-quick" / f"seed{seed}"
 
 
 def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, monkeypatch, capsys, _bench_home):
@@ -39,8 +44,8 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
     monkeypatch.setattr(run_module, "train_one", dies_on_second_cell)
     with pytest.raises(KeyboardInterrupt):
         main(argv)
-    assert _cells(results) == ["pixel_diff/segformer"]
-    first = (results / "runs" / "pixel_diff" / "segformer" / "cell.json").read_text()
+    assert _cells(results) == ["pixel_diff/segformer/cpu-quick/seed0"]
+    first = (_cell(results, "pixel_diff") / "cell.json").read_text()
 
     calls.clear()
     monkeypatch.setattr(run_module, "train_one", lambda *a, **kw: (calls.append(a[2].name), real(*a, **kw))[1])
@@ -48,16 +53,20 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
     out = capsys.readouterr().out
     assert len(calls) == 1 and calls[0].startswith("run-oracle")          # the finished cell was not redone
     assert "[skipped] pixel_diff x segformer" in out and "[done] oracle x segformer" in out
-    assert (results / "runs" / "pixel_diff" / "segformer" / "cell.json").read_text() == first
-    assert _cells(results) == ["oracle/segformer", "pixel_diff/segformer"]
+    assert (_cell(results, "pixel_diff") / "cell.json").read_text() == first
+    assert _cells(results) == ["oracle/segformer/cpu-quick/seed0", "pixel_diff/segformer/cpu-quick/seed0"]
 
-    cell = json.loads((results / "runs" / "oracle" / "segformer" / "cell.json").read_text())
+    cell = json.loads((_cell(results, "oracle") / "cell.json").read_text())
     assert set(cell["metrics"]) == {"synth_removal", "synth_splice", "synth_recolour", "synth_restyle", "synth_copymove"}
     assert cell["git_commit"] and cell["train"]["n_val"] > 0 and "seconds" in cell
     assert cell["torch_threads"] == torch.get_num_threads()
     assert "split=val" in cell["train"]["val_source"]                    # checkpoint choice on held-out corpus pairs
-    assert (results / "runs" / "oracle" / "segformer" / "config.yaml").is_file()
-    assert len(list((results / "runs" / "oracle" / "segformer" / "examples").glob("*.png"))) == 5
+    assert (_cell(results, "oracle") / "config.yaml").is_file()
+    assert len(list((_cell(results, "oracle") / "examples").glob("*.png"))) == 5
+    per_image = pd.read_csv(_cell(results, "oracle") / "per_image.csv")   # what the paired bootstrap resamples
+    assert set(per_image.dataset) == set(cell["metrics"]) and {"id", "f1", "iou", "label"} <= set(per_image.columns)
+    for name, m in cell["metrics"].items():
+        assert per_image[per_image.dataset == name].f1.dropna().mean() == pytest.approx(m["f1_per_image"], abs=1e-5)
     quality = json.loads((results / "runs" / "oracle" / "annotation.json").read_text())["quality_vs_truth"]
     assert quality["f1_per_image"] == pytest.approx(1.0)                 # ground truth vs itself
     table = pd.read_csv(results / "leaderboards" / "downstream.csv")
@@ -77,7 +86,7 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
     assert len(logs) == 2
     assert main(["run", "--dataset", "synth_removal", *argv[1:]]) == 0
     assert {p: p.read_text() for p in logs} == logs
-    assert set(json.loads((results / "runs" / "oracle" / "segformer" / "cell.json").read_text())["metrics"]) == \
+    assert set(json.loads((_cell(results, "oracle") / "cell.json").read_text())["metrics"]) == \
         {"synth_removal"}
 
     # --force redoes the cells
@@ -147,3 +156,60 @@ def test_cells_made_under_other_training_settings_are_not_reused():
     assert training_key(compose([*base, "train.lr=3e-4"])) != key
     assert training_key(compose([*base, "train.epochs=1"])) != key
     assert training_key(compose([*base, "seed=1"])) != key
+
+
+def _write_cell(runs, generator, detector, profile, seed, f1s=None, reason=None):
+    folder = runs / generator / detector / profile / f"seed{seed}"
+    folder.mkdir(parents=True)
+    cell = {"generator": generator, "detector": detector, "profile": profile, "seed": seed, "overrides": [],
+            "git_commit": "abc", "status": "failed" if reason else "done", "reason": reason,
+            "metrics": {d: {"f1_per_image": v, "iou_per_image": v / 2} for d, v in (f1s or {}).items()}}
+    (folder / "cell.json").write_text(json.dumps(cell))
+
+
+def test_leaderboard_reads_one_profile_averages_seeds_and_lists_failed_cells(tmp_path):
+    from benchmarks.config import compose
+    from benchmarks.reporting.runs import write_leaderboard
+
+    runs = tmp_path / "runs"
+    _write_cell(runs, "oracle", "d1", "cpu-quick", 0, {"s1": 0.2, "s2": 0.4})
+    _write_cell(runs, "oracle", "d1", "cpu-quick", 1, {"s1": 0.4, "s2": 0.6})    # a second seed beside the first
+    _write_cell(runs, "oracle", "d2", "cpu-quick", 0, reason="training diverged: NaN")
+    _write_cell(runs, "oracle", "d1", "cpu-study", 0, {"s1": 0.9, "s2": 0.9})    # another profile: never mixed in
+    (runs / "oracle" / "d3").mkdir(parents=True)
+    (runs / "oracle" / "d3" / "cell.json").write_text("{}")                      # the layout before seeds
+    frame = downstream.collect(runs, "cpu-quick")
+    assert sorted(set(frame.seed)) == [0, 1] and set(frame.profile) == {"cpu-quick"} and len(frame) == 4
+    means = downstream.seed_means(frame)
+    assert means.set_index("dataset").f1_per_image.to_dict() == pytest.approx({"s1": 0.3, "s2": 0.5})
+    assert [f["detector"] for f in downstream.failed_cells(runs, "cpu-quick")] == ["d2"]
+
+    md, paths = write_leaderboard(compose(["profile=cpu-quick", f"paths.results={tmp_path}"]))
+    assert "1 failed cell(s)" in md and "training diverged: NaN" in md and "d1 [0,1]" in md
+    assert "oracle/d3" in md and "0.900" not in md                               # legacy listed, cpu-study left out
+    assert "seed=K  # once for each K in [0, 1]" in md
+    assert [p.name for p in paths][0] == "downstream.csv"
+    md, paths = write_leaderboard(compose(["profile=cpu-study", f"paths.results={tmp_path}"]))
+    assert "0.900" in md and "failed" not in md and paths[0].name == "downstream_cpu-study.csv"
+
+
+def test_a_diverged_training_is_published_as_a_failed_cell(tmp_path, monkeypatch):
+    from benchmarks.config import compose
+    from benchmarks.training.data import TrainData
+    from detectors.train import NonFiniteLossError
+
+    def diverges(*args, **kwargs):
+        raise NonFiniteLossError("20 consecutive optimizer steps had a non-finite loss")
+
+    monkeypatch.setattr(run_module, "train_one", diverges)
+    overrides = ["profile=cpu-quick", *SMOKE, f"paths.results={tmp_path / 'res'}", f"paths.runs={tmp_path / 'runs'}",
+                 "seed=3"]
+    data = TrainData("run-x", "src", [], [], "val")
+    status, cell = run_module.run_cell(compose(overrides), overrides, "oracle", "segformer", data, [], {}, False)
+    assert status == "failed" and cell["metrics"] == {} and "non-finite" in cell["reason"] and cell["seed"] == 3
+    folder = tmp_path / "res" / "runs" / "oracle" / "segformer" / "cpu-quick" / "seed3"
+    assert json.loads((folder / "cell.json").read_text())["status"] == "failed"
+    status, _ = run_module.run_cell(compose(overrides), overrides, "oracle", "segformer", data, [], {}, False)
+    assert status == "failed"                                                    # a re-run does not retry it
+    frame = downstream.collect(tmp_path / "res" / "runs", "cpu-quick")
+    assert frame.empty and downstream.failed_cells(tmp_path / "res" / "runs", "cpu-quick")[0]["seed"] == 3

@@ -11,11 +11,13 @@ new masks and an unchanged one reuses them; ``oracle`` uses the corpus's ground-
 corpus's own ``split`` column (else a hash of the id) holds the same pairs out for every generator; they
 choose each detector's checkpoint on *G's* masks, as a user without ground truth would; test sets are
 never used for that. Then, for each detector D: train, test on the profile's test datasets, and publish
-the cell into ``<paths.results>/runs/<G>/<D>/`` (:mod:`benchmarks.downstream.cells`).
+the cell into ``<paths.results>/runs/<G>/<D>/<profile>/seed<k>/`` (:mod:`benchmarks.downstream.cells`; ``seed=k``
+trains another seed beside it).
 
 A cell is finished when its run folder holds ``cell.json`` for the same test sets and test geometry; a
 re-run skips finished cells (``--force`` redoes them), re-tests a trained detector asked for other test
-sets, and resumes an interrupted training from its ``last.pt``. Every generator also gets
+sets, and resumes an interrupted training from its ``last.pt``. A cell whose training diverged is published as
+failed with its reason (and skipped by a re-run like a finished one). Every generator also gets
 ``<paths.results>/runs/<G>/annotation.json`` (mask quality vs the corpus's ground truth, when it has any,
 speed, counts). The run ends with the leaderboard and the figures over everything in
 ``<paths.results>/runs/``.
@@ -55,7 +57,7 @@ def run_command(args: argparse.Namespace) -> int:
     log.info("bench run: generators %s x detectors %s on %s; test sets %s", generators, detectors, corpus.pairs,
              [n for n, _ in sets])
     start = time.perf_counter()
-    counts = {"done": 0, "skipped": 0}
+    counts = {"done": 0, "skipped": 0, "failed": 0}
     for generator in generators:
         gcfg = compose([*overrides, f"generator={generator}"], command="run")
         ensure_weights(gcfg, generator)
@@ -68,11 +70,15 @@ def run_command(args: argparse.Namespace) -> int:
         for detector in detectors:
             status, cell = cells.run_cell(cfg, overrides, generator, detector, data, sets, annotation, args.force)
             counts[status] += 1
+            if cell.get("status") == "failed":
+                print(f"[failed] {generator} x {detector} (seed {cell['seed']}): {cell['reason']} "
+                      f"({time.perf_counter() - start:.0f} s so far)", flush=True)
+                continue
             mean = np.mean([m["f1_per_image"] for m in cell["metrics"].values()])
             print(f"[{status}] {generator} x {detector}: mean F1 {mean:.3f} over {len(cell['metrics'])} test sets "
                   f"({time.perf_counter() - start:.0f} s so far)", flush=True)
-    print(f"bench run: {counts['done']} cell(s) run, {counts['skipped']} finished earlier, "
-          f"{time.perf_counter() - start:.0f} s")
+    print(f"bench run: {counts['done']} cell(s) run, {counts['skipped']} finished earlier, {counts['failed']} failed "
+          f"(never averaged in), {time.perf_counter() - start:.0f} s")
     md, paths = leaderboard_and_plots(cfg)
     print(md)
     print("\n".join(str(p) for p in paths))

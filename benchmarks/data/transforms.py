@@ -120,18 +120,36 @@ def to_tensors(arrays: dict[str, Any]) -> dict[str, Any]:
 
 
 class SampleTransform:
-    """Geometry (+ optional train-time flip) then tensors. Deterministic given `seed` and the item index."""
+    """Geometry (+ optional train-time flip) then tensors. Deterministic given `seed` and the item index.
+
+    Two steps, so a decoded cache can keep the first (:mod:`benchmarks.data.cache`): :meth:`fixed` is the
+    part that draws nothing (resize / pad; crop and none keep native arrays), :meth:`draw` the rest (the
+    crop window and the flip, from ``rng((seed, epoch, index))``, then tensors). Both steps in a row give
+    exactly what one call gives."""
 
     def __init__(self, geometry: Geometry, train: bool = False, seed: int = 0):
         self.geometry = geometry
         self.train = train
         self.seed = seed
 
-    def __call__(self, arrays: dict[str, Any], index: int = 0, epoch: int = 0) -> dict[str, Any]:
+    def fixed(self, arrays: dict[str, Any]) -> dict[str, Any]:
+        """The deterministic part of the geometry on decoded uint8 / bool arrays (``valid`` added)."""
+        if self.geometry.mode in ("resize", "pad"):
+            return apply_geometry(arrays, self.geometry)
+        out = dict(arrays)
+        out.setdefault("valid", np.ones(arrays["image"].shape[:2], dtype=bool))
+        return out
+
+    def draw(self, arrays: dict[str, Any], index: int = 0, epoch: int = 0) -> dict[str, Any]:
+        """The per-epoch part on :meth:`fixed` arrays: crop window and flip (training only), then tensors."""
         rng = np.random.default_rng((self.seed, epoch, index)) if self.train else None
-        arrays = apply_geometry(arrays, self.geometry, rng)
+        if self.geometry.mode == "crop":
+            arrays = apply_geometry(arrays, self.geometry, rng)
         if rng is not None:
             arrays = random_flip(arrays, rng)
         sample = to_tensors(arrays)
         sample["geometry"] = self.geometry.tag
         return sample
+
+    def __call__(self, arrays: dict[str, Any], index: int = 0, epoch: int = 0) -> dict[str, Any]:
+        return self.draw(self.fixed(arrays), index, epoch)

@@ -28,18 +28,57 @@ REFERENCE = "oracle"
 METRICS = ("f1_per_image", "iou_per_image", "f1_pooled", "f1_best_thr_oracle", "pixel_auc_pooled", "image_auc")
 
 
-def collect(runs: Path) -> pd.DataFrame:
-    """One row per (generator, detector, dataset) from every published cell under `runs`."""
-    rows = []
-    for path in sorted(runs.glob("*/*/cell.json")):
+CELL_GLOB = "*/*/*/seed*/cell.json"   # <G>/<D>/<profile>/seed<k>/cell.json (benchmarks.downstream.cells)
+
+
+def cell_records(runs: Path, profile: str | None = None) -> list[dict[str, Any]]:
+    """Every published cell under `runs` (of `profile` only, when given), each with its folder."""
+    out = []
+    for path in sorted(runs.glob(CELL_GLOB)):
         cell = json.loads(path.read_text())
+        if profile is None or cell.get("profile") == profile:
+            out.append({**cell, "folder": path.parent.relative_to(runs).as_posix()})
+    return out
+
+
+def legacy_cells(runs: Path) -> list[str]:
+    """Cells in the layout before seeds and profiles had folders (``<G>/<D>/cell.json``): never read."""
+    return sorted(p.parent.relative_to(runs).as_posix() for p in runs.glob("*/*/cell.json"))
+
+
+def failed_cells(runs: Path, profile: str | None = None) -> list[dict[str, Any]]:
+    """The cells whose training diverged: generator, detector, seed, folder, reason."""
+    return [{k: c.get(k) for k in ("generator", "detector", "seed", "folder", "reason")}
+            for c in cell_records(runs, profile) if c.get("status") == "failed"]
+
+
+def collect(runs: Path, profile: str | None = None) -> pd.DataFrame:
+    """One row per (generator, detector, seed, dataset) from every finished cell under `runs` (of `profile`
+    only, when given). Failed cells (status ``failed``) have no rows: :func:`failed_cells` lists them."""
+    rows = []
+    for cell in cell_records(runs, profile):
+        if cell.get("status", "done") != "done":
+            continue
         for dataset, m in cell["metrics"].items():
-            rows.append({"generator": cell["generator"], "detector": cell["detector"], "dataset": dataset,
-                         **{k: m.get(k) for k in METRICS}, "n_manipulated": m.get("n_manipulated"),
+            rows.append({"generator": cell["generator"], "detector": cell["detector"], "seed": cell.get("seed", 0),
+                         "dataset": dataset, **{k: m.get(k) for k in METRICS}, "n_manipulated": m.get("n_manipulated"),
                          "profile": cell.get("profile"), "overrides": " ".join(cell.get("overrides", [])),
-                         "git_commit": cell.get("git_commit")})
-    columns = ["generator", "detector", "dataset", *METRICS, "n_manipulated", "profile", "overrides", "git_commit"]
+                         "git_commit": cell.get("git_commit"), "folder": cell["folder"]})
+    columns = ["generator", "detector", "seed", "dataset", *METRICS, "n_manipulated", "profile", "overrides",
+               "git_commit", "folder"]
     return pd.DataFrame(rows, columns=columns).astype({m: float for m in METRICS})
+
+
+def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (generator, detector, dataset): each metric averaged over the cell's seeds, ``seeds`` the
+    count (so a pair trained with more seeds does not weigh more in a mean over cells)."""
+    if frame.empty:
+        return frame.assign(seeds=pd.Series(dtype=int))
+    keys = ["generator", "detector", "dataset"]
+    means = frame.groupby(keys, as_index=False)[[*METRICS, "n_manipulated"]].mean()
+    seeds = frame.groupby(keys, as_index=False)["seed"].nunique().rename(columns={"seed": "seeds"})
+    rest = frame.groupby(keys, as_index=False)[["profile", "overrides", "git_commit"]].first()
+    return means.merge(seeds, on=keys).merge(rest, on=keys)
 
 
 def mask_quality(runs: Path) -> dict[str, float]:
@@ -136,26 +175,49 @@ def _table(frame: pd.DataFrame, index_name: str) -> str:
     return "\n".join(lines)
 
 
-def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, command: str) -> tuple[str, list[Path]]:
-    """downstream.csv (long), downstream_summary.csv and downstream.md; returns (markdown, paths)."""
+def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]]) -> str:
+    """What the leaderboard holds: cells (generator x detector x seed) per generator, and the failed ones."""
+    cells = frame.drop_duplicates(["generator", "detector", "seed"])
+    lines = [f"{len(cells)} finished cell(s) (generator x detector x seed); seeds per generator x detector:", ""]
+    for g, part in cells.groupby("generator"):
+        seeds = part.groupby("detector")["seed"].apply(lambda s: ",".join(str(int(v)) for v in sorted(s)))
+        lines.append(f"- `{g}`: " + "; ".join(f"{d} [{v}]" for d, v in seeds.items()))
+    if failed:
+        lines += ["", f"**{len(failed)} failed cell(s)**, left out of every mean:", ""]
+        lines += [f"- `{f['generator']}` x `{f['detector']}` seed {f['seed']}: {f['reason']}" for f in failed]
+    return "\n".join(lines)
+
+
+def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, command: str, *,
+                      profile: str | None = None, suffix: str = "", failed: list[dict[str, Any]] | None = None,
+                      legacy: list[str] | None = None) -> tuple[str, list[Path]]:
+    """downstream{suffix}.csv (long), _summary.csv, .md and _headline.json over the cells of one profile;
+    every mean averages a cell's seeds first. Returns (markdown, paths)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    failed = failed or []
+    long_frame, frame = frame, seed_means(frame)
     summary = generator_summary(frame, quality)
     h = headline(frame)
     by_detector = frame.pivot_table(index="generator", columns="detector", values="f1_per_image").reindex(summary.index)
     by_detector["mean"] = by_detector.mean(axis=1)
     full = frame.pivot_table(index=["generator", "detector"], columns="dataset", values="f1_per_image")
     full["mean"] = full.mean(axis=1)
-    paths = [out_dir / "downstream.csv", out_dir / "downstream_summary.csv", out_dir / "downstream.md",
-             out_dir / "downstream_headline.json"]
-    write_csv(paths[0], frame.sort_values(["generator", "detector", "dataset"]).round(6))
+    stem = f"downstream{suffix}"
+    paths = [out_dir / f"{stem}.csv", out_dir / f"{stem}_summary.csv", out_dir / f"{stem}.md",
+             out_dir / f"{stem}_headline.json"]
+    write_csv(paths[0], long_frame.sort_values(["generator", "detector", "seed", "dataset"]).round(6))
     write_csv(paths[1], summary.round(6), index=True)
-    commits = sorted(set(frame["git_commit"].dropna()))
-    profiles = sorted(set(frame["profile"].dropna()))
+    commits = sorted(set(long_frame["git_commit"].dropna()))
+    profiles = sorted(set(long_frame["profile"].dropna()))
     md = "\n".join([
-        "# Downstream: IML detectors trained on each generator's masks", "",
+        f"# Downstream: IML detectors trained on each generator's masks (profile {profile or ', '.join(profiles)})", "",
         "Each cell: a detector trained on the editing corpus annotated by one mask generator (`oracle` = the "
         "ground-truth masks), checkpoint chosen on held-out corpus pairs with that generator's own masks, then "
         "tested on the test datasets. Metric: pixel F1 per image at threshold 0.5 over manipulated images.", "",
+        "## Cells", "", holdings(long_frame, failed), "",
+        *([f"Not read: {len(legacy)} cell(s) in the layout before seeds and profiles had folders "
+           f"(`<generator>/<detector>/cell.json`: {', '.join(legacy)}); remake them with `bench run`.", ""]
+          if legacy else []),
         "## Headline", "", headline_text(h), "",
         "## Generators (mean over detectors x datasets)", "",
         "`corpus_mask_f1`: the generator's own masks vs ground truth on the corpus it annotated.", "",
@@ -164,7 +226,7 @@ def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: P
         "## Every cell (F1 per dataset)", "", _table(full, "generator / detector"), "",
         "## Reproduce", "", f"```\n{command}\n```", "",
         f"Profile(s): {', '.join(profiles) or 'n/a'}; code: {', '.join(commits) or 'n/a'}. Per-cell metrics, "
-        "resolved configs and timings: `results/runs/<generator>/<detector>/`.", "",
+        "per-image scores, resolved configs and timings: `results/runs/<generator>/<detector>/<profile>/seed<k>/`.", "",
     ])
     atomic_write(paths[2], md)
     atomic_write(paths[3], json.dumps(h, indent=1) + "\n")

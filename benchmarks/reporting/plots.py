@@ -151,13 +151,14 @@ def qualitative_generators(runs: Path, generators: list[str], out_dir: Path) -> 
     return _save(fig, out_dir, "qualitative_generators")
 
 
-def qualitative_detectors(runs: Path, generator: str, detectors: list[str], out_dir: Path) -> list[Path]:
+def qualitative_detectors(runs: Path, generator: str, folders: dict[str, str], out_dir: Path) -> list[Path]:
+    """`folders`: detector -> the cell folder (under `runs`) whose example predictions are shown."""
     shared = runs / "_examples" / "test"
     sets = sorted(p.name[: -len("_image.png")] for p in shared.glob("*_image.png"))
     if not sets:
         return []
     rows = [[("test image", _img(shared / f"{s}_image.png")), ("ground truth", _img(shared / f"{s}_truth.png"))]
-            + [(d, _img(runs / generator / d / "examples" / f"{s}.png")) for d in detectors] for s in sets]
+            + [(d, _img(runs / f / "examples" / f"{s}.png")) for d, f in sorted(folders.items())] for s in sets]
     fig = _grid(rows, sets, f"Detector predictions (trained on {generator} masks; probability, white = edited)")
     return _save(fig, out_dir, f"qualitative_detectors_{generator}")
 
@@ -166,7 +167,8 @@ def draw_all(frame: pd.DataFrame, quality: dict[str, float], runs: Path, out_dir
     paths = bars(frame, out_dir) + scatter(frame, quality, out_dir) + heatmap(frame, out_dir)
     generators = sorted(set(frame["generator"]))
     paths += qualitative_generators(runs, generators, out_dir)
-    detectors = sorted(set(frame["detector"]))
+    first_seed = frame.sort_values("seed").drop_duplicates(["generator", "detector"])  # one cell's examples each
     for g in generator_order(generators):
-        paths += qualitative_detectors(runs, g, detectors, out_dir)
+        part = first_seed[first_seed["generator"] == g]
+        paths += qualitative_detectors(runs, g, dict(zip(part["detector"], part["folder"])), out_dir)
     return paths

@@ -54,7 +54,7 @@ def export(net, cfg: DictConfig, summary: dict, path: Path, data_info: dict) -> 
 
 def grounding_export(cfg: DictConfig) -> Path:
     """Where the grounding_only generator (configs/generator/grounding_only.yaml) looks for its heads."""
-    return Path(cfg.paths.results) / "sigma" / cfg.profile.name / "grounding_only.pt"
+    return Path(cfg.paths.results) / "sigma" / str(cfg.profile.get("trained_models") or cfg.profile.name) / "grounding_only.pt"
 
 
 def train_and_export(cfg: DictConfig, variant: str = "sigma (full)", stage: str = "all") -> tuple[Path, dict, dict]:

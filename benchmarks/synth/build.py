@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MIXED = "mixed"  # a benchmark whose pairs draw their family at random
 IMPLEMENTATIONS = ("standard", "alt")
+VAL_SETS = ("val", "val_noedit")  # sets drawn from the val pool (besides the corpus's held-out pairs)
 # part of every suite's hash: bump it when a change to the generating code changes what a config produces
 GENERATOR_VERSION = 2  # 2: the photo world (val and round-trip-only sets, corpus val pairs from the val pool)
 
@@ -60,6 +61,7 @@ class SynthConfig:
     n_per_benchmark: int = 120
     n_val: int = 0                # the labelled val set (val/): mixed families from the val pool
     n_noedit: int = 0             # round-trip-only pairs (noedit/): no edit, empty masks, from the test pool
+    n_val_noedit: int = 0         # the same from the val pool (val_noedit/), where false-positive limits are tuned
     authentic_fraction: float = 0.2
     benchmarks: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
     corpus_families: tuple[str, ...] = ("removal", "splice", "recolour", "restyle", "copymove")
@@ -120,7 +122,7 @@ class SynthConfig:
         self.world.check({"train": self.train_photos, "val": self.val_photos, "test": self.test_photos})
         needs = {"train_pool": (self.n_inpainting or self.n_corpus, self.train_photos),
                  "test_pool": (self.n_per_benchmark or self.n_noedit, self.test_photos),
-                 "val_pool": (self.n_val or (self.n_corpus and self.val_fraction), self.val_photos)}
+                 "val_pool": (self.n_val or self.n_val_noedit or (self.n_corpus and self.val_fraction), self.val_photos)}
         empty = [k for k, (used, photos) in needs.items() if used and not photos]
         if empty:
             raise ValueError(f"synth config: {empty} empty but sets drawn from them are asked for")
@@ -180,7 +182,7 @@ def _pool(cfg: SynthConfig, job: Job, split: str | None) -> tuple[str, ...]:
     val pool, the test benchmarks and the round-trip-only set from the test pool."""
     if job.kind == "inpainting" or (job.kind == "corpus" and split == "train"):
         return cfg.train_photos
-    if job.kind == "corpus" or job.set_name == "val":
+    if job.kind == "corpus" or job.set_name in VAL_SETS:
         return cfg.val_photos
     return cfg.test_photos
 
@@ -310,6 +312,7 @@ def plan(cfg: SynthConfig) -> list[Job]:
     jobs += [Job("val", "val", MIXED, i) for i in range(cfg.n_val)]
     jobs += [Job("authentic", "val", MIXED, i) for i in range(int(round(cfg.n_val * cfg.authentic_fraction)))]
     jobs += [Job("noedit", "noedit", "none", i) for i in range(cfg.n_noedit)]
+    jobs += [Job("noedit", "val_noedit", "none", i) for i in range(cfg.n_val_noedit)]
     return jobs
 
 

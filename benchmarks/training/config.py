@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from benchmarks.config import to_container, typed
+from benchmarks.data.cache import check_cache_mode
 from benchmarks.data.loading import check_on_error
 from benchmarks.data.transforms import Geometry
 from benchmarks.evaluation.detectors import TestConfig
@@ -31,7 +32,10 @@ class HarnessTraining:
     run_name: str | None = None         # run folder <paths.runs>/detectors/<run_name>/<detector>/; None: from --train
     batch_size: int = 16                # per process; effective = batch_size x processes x accumulation
     on_error: str = "raise"             # raise: a bad training item stops the run naming its file; skip: count, go on
-    num_workers: int = field(default=2, metadata=INERT)
+    num_workers: int = field(default=2, metadata=INERT)  # loader processes; with a decoded cache they only decode it
+    cache: str = field(default="auto", metadata=INERT)   # decode the lists once: auto | memory | mmap | off
+    cache_memory_mb: float = field(default=4096.0, metadata=INERT)  # auto: memory up to this, else mmap on disk
+    threads: int | None = field(default=None, metadata=INERT)  # torch CPU threads; None = torch's default (cores)
     val_fraction: float = 0.1           # held out of a training list that comes without a validation list
     geometry: Geometry = Geometry("resize", None)  # size None: the detector variant's input_size
     resume: bool = field(default=True, metadata=INERT)
@@ -39,6 +43,11 @@ class HarnessTraining:
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error, "train.on_error")
+        check_cache_mode(self.cache)
+        if self.cache_memory_mb < 0:
+            raise ValueError(f"train.cache_memory_mb must be >= 0, got {self.cache_memory_mb}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"train.threads must be >= 1 or null (torch's default), got {self.threads}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from benchmarks.builders import detector_params
 from benchmarks.config import save_resolved, to_container
 from benchmarks.data.errors import SkipLog
-from benchmarks.data.loading import EpochSamples, pad_collate, take_skips
+from benchmarks.data.loading import pad_collate, take_skips
 from benchmarks.data.transforms import Geometry
 from benchmarks.distributed import barrier, device_for, rank_world
 from benchmarks.evaluation.detectors import image_scores
@@ -35,6 +35,7 @@ from benchmarks.metrics.suite import localization_suite
 from benchmarks.paths import config_roots, portable
 from benchmarks.training.config import detector_training
 from benchmarks.training.data import TrainData
+from benchmarks.training.samples import samples
 from detectors import Detector, create_detector
 from detectors.train import EpochBatchSampler, Trainer, seed_everything
 
@@ -106,17 +107,18 @@ def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: Skip
     params = detector_params(cfg.detector)
     model = create_detector(detector, **params)
     geometry = run.geometry.sized(model.info.input_size)
-    train_ds = EpochSamples(data.train, geometry, name=data.name, train=True, seed=int(cfg.seed), on_error=run.on_error)
+    if run.threads is not None:
+        torch.set_num_threads(run.threads)
+    train_ds, workers = samples(cfg, run, data.train, geometry, name=data.name, train=True)
     sampler = EpochBatchSampler(len(train_ds), run.batch_size, seed=int(cfg.seed), keyed=True)
-    loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, num_workers=run.num_workers,
+    loader = torch.utils.data.DataLoader(train_ds, batch_sampler=sampler, num_workers=workers,
                                          collate_fn=pad_collate, pin_memory=device.type == "cuda",
-                                         persistent_workers=run.num_workers > 0, generator=torch.Generator())
+                                         persistent_workers=workers > 0, generator=torch.Generator())
     validate = None
     if data.val:
         val_geometry = Geometry("none", geometry.size) if geometry.mode == "crop" else geometry  # crops: whole images
-        val_ds = EpochSamples(data.val, val_geometry, name=f"{data.name}-val", train=False, seed=int(cfg.seed),
-                              on_error=run.on_error)
-        validate = make_validator(val_ds, batch_size=run.batch_size, num_workers=run.num_workers, device=device,
+        val_ds, val_workers = samples(cfg, run, data.val, val_geometry, name=f"{data.name}-val", train=False)
+        validate = make_validator(val_ds, batch_size=run.batch_size, num_workers=val_workers, device=device,
                                   on_error=run.on_error)
     if rank == 0:
         save_resolved(cfg, out)
@@ -136,6 +138,7 @@ def train_one(cfg: DictConfig, detector: str, data: TrainData, *, skip_log: Skip
         "world_size": world, "batch_size_per_process": run.batch_size, "accumulation": tcfg.accumulation,
         "effective_batch_size": run.batch_size * world * tcfg.accumulation,
         "skipped_items": _skipped(out, skip_log), "result": asdict(result),
+        "cache": getattr(getattr(train_ds, "cache", None), "mode", "off"), "torch_threads": torch.get_num_threads(),
         "command": command, "checkpoint": portable(out / "best.pt", roots),
         "selected_by": f"validation {tcfg.select_metric} ({tcfg.select_mode})" if result.best else "last (no validation)",
     }

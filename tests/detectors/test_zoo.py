@@ -107,6 +107,25 @@ def test_optional_dice_term_adds_to_the_native_loss(name):
     assert float(total_d) == pytest.approx(float(total) + parts_d["dice"], rel=1e-5)
 
 
+@pytest.mark.parametrize("name", ["segformer", "iml_vit", "mesorch"])
+def test_pos_weight_scales_the_bce_of_forged_pixels_only(name):
+    """``pos_weight`` w multiplies the BCE of forged pixels by w: on an all-forged batch the BCE parts grow w-fold,
+    on an all-authentic one they do not change (the 0.5 boundary moves to a true probability of 1 / (1 + w))."""
+    torch.manual_seed(0)
+    model = create_detector(name, variant="tiny").eval()
+    with torch.no_grad():
+        out = model(model.normalize(_batch()["image"]))
+    for fill, factor in ((1.0, 5.0), (0.0, 1.0)):
+        batch = {**_batch(), "mask": torch.full_like(_batch()["mask"], fill)}
+        plain = model.loss(out, batch)[1]
+        model.pos_weight = 5.0
+        weighted = model.loss(out, batch)[1]
+        model.pos_weight = 1.0
+        for key in ("bce", "edge_bce"):
+            if key in plain:
+                assert weighted[key] == pytest.approx(factor * plain[key], rel=1e-4), (key, fill)
+
+
 @pytest.mark.parametrize("name,names", [("mvss_net", "bad.pth"), ("mesorch", "tf_efficientnet_lite0")])
 def test_a_weights_file_of_another_architecture_is_refused(tmp_path, name, names):
     """The offline CNN weights are checked tensor by tensor: the error names the file or what it should be."""
