@@ -87,7 +87,7 @@ class AlignedDiff(_Aligned):
     """
 
     def __init__(self, registration: dict[str, Any] | None = None, prefilter_sigma: float = 2.0, tone: str = "local",
-                 sigma: float = 1.0, k: float = 4.0, floor: float = 3.0, open_radius: int = 1, close_radius: int = 2,
+                 sigma: float = 1.0, k: float = 4.0, floor: float = 6.0, open_radius: int = 2, close_radius: int = 3,
                  min_area: float = 0.001, chosen_on: str = "code defaults"):
         super().__init__("aligned_diff", registration)
         if tone not in difference.TONES:
@@ -161,8 +161,8 @@ class AlignedSemantic(_Aligned):
 
     def __init__(self, registration: dict[str, Any] | None = None, backbone: str = "tf_efficientnet_lite0",
                  pretrained_path: str | None = None, pretrained: bool = False,
-                 layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0), sigma: float = 4.0, threshold: str = "mad",
-                 k: float = 3.0, floor: float = 0.25, input_scale: float = 1.0, min_input: int = 32,
+                 layer_weights: tuple[float, ...] = (1.0, 1.0, 0.0), sigma: float = 4.0, threshold: str = "mad",
+                 k: float = 3.0, floor: float = 0.3, input_scale: float = 1.0, min_input: int = 32,
                  chosen_on: str = "code defaults"):
         super().__init__("aligned_semantic", registration)
         from sigma.backbone import FrozenBackbone

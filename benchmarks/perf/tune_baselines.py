@@ -5,10 +5,10 @@
     python -m benchmarks.perf.tune_baselines --dataset VAL_PAIRS_FOLDER --label my_val --generator aligned_diff
 
 ``--dataset`` / ``--noedit`` take a pairs folder or a dataset config name (a synthetic set is built on first
-use, as for ``bench eval-generators``). Sets drawn from test or holdout photos are refused by name: the
-profile's test benchmarks, ``synth_holdout`` and ``synth_noedit`` (the test pool's round-trip-only pairs;
-report false positives on it with ``benchmarks.perf.false_positives``, but constrain the choice with
-round-trip-only pairs of val-pool photos).
+use, as for ``bench eval-generators``). A dataset name whose pairs come from test or holdout photos is
+refused (the profile's test benchmarks, ``synth_holdout``, ``synth_subtle``, and ``synth_noedit``, the
+test pool's round-trip-only pairs: report false positives on it with ``benchmarks.perf.false_positives``,
+but constrain the choice with round-trip-only pairs of val-pool photos).
 
 For each generator it grid-searches the few parameters of :data:`GRIDS` on the folder's pairs (masks
 required) and ranks them by the headline metric (pixel F1 at 0.5 per image, mean over manipulated pairs;
@@ -75,9 +75,6 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
     },
 }
 QUALITY_THRESHOLDS = (0.25, 0.5, 0.75)
-# sets drawn from test or holdout photos besides the profile's test benchmarks: never tuned on (synth_noedit is
-# the test pool's round-trip-only set, for reporting false positives, not for choosing with them)
-TEST_POOL_SETS = ("synth_holdout", "synth_noedit")
 FIXED_MIN_AREA = 0.001  # aligned_diff's small-component cut, not swept
 
 
@@ -350,13 +347,33 @@ def check(name: str, params: dict[str, Any], folder: Path, limit: int | None, ba
     return float(result.metrics["f1_per_image"])
 
 
+def test_photos_in(choice: str, overrides: list[str]) -> bool:
+    """Whether a dataset config name draws its pairs from test or holdout photos (folders: not known)."""
+    from benchmarks.config import compose, group_options
+    from benchmarks.synth.build import VAL_SETS
+    from benchmarks.synth.photos import PhotoWorld
+
+    if choice not in group_options("dataset"):
+        return False
+    ds = compose([*overrides, f"dataset={choice}"]).dataset
+    if ds.source != "synth":
+        return False
+    synth = compose([*overrides, f"synth={ds.suite}"]).synth
+    which = "val_pool" if ds.set in VAL_SETS else "train_pool" if ds.set in ("inpainting", "corpus") else "test_pool"
+    world = PhotoWorld(synth.get("photo_catalog", ""), int(synth.get("pool_seed", 0)),
+                       tuple(synth.get("pool_fractions", PhotoWorld().fractions)))
+    pools = world.pools()
+    banned = set(pools["test"]) | set(pools["holdout"])
+    return bool(set(world.expand(list(synth[which]))) & banned)
+
+
 def refuse_test_sets(choices: list[str], overrides: list[str]) -> None:
     """Stop before anything is built when a set drawn from test or holdout photos is named for tuning."""
     from benchmarks.config import compose
 
-    refused = {*compose(overrides).profile.test_datasets, *TEST_POOL_SETS}
+    tests = set(compose(overrides).profile.test_datasets)
     for choice in choices:
-        if choice in refused:
+        if choice in tests or test_photos_in(choice, overrides):
             raise SystemExit(f"{choice}: drawn from the test or holdout photos; choose thresholds on the validation "
                              "split only (synth_val, or round-trip-only pairs made from val-pool photos)")
 
@@ -389,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="validation pairs: a folder (manifest.jsonl with masks) or a dataset name (synth_val)")
     parser.add_argument("--label", default=None, help="name recorded as chosen_on (default: the dataset's name)")
     parser.add_argument("--noedit", default=None,
-                        help="pairs whose only change is the editor round trip: a folder or a name (synth_noedit)")
+                        help="pairs whose only change is the editor round trip: a folder or a name (synth_val_noedit)")
     parser.add_argument("--profile", default="cpu-quick", help="config profile (sizes of a synthetic set it builds)")
     parser.add_argument("--max-fp", type=float, default=None, help="choose only settings with no-edit FP rate <= this")
     parser.add_argument("--generator", default="aligned_diff,aligned_semantic")

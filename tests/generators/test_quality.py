@@ -185,8 +185,22 @@ def test_tuning_script_chooses_and_checks_through_the_evaluation_loop(tmp_path, 
 def test_tuning_script_refuses_test_and_holdout_sets_by_name():
     from benchmarks.perf import tune_baselines
 
-    for name in ("synth_removal", "synth_holdout", "synth_noedit"):
+    for name in ("synth_removal", "synth_holdout", "synth_noedit", "synth_subtle"):
         with pytest.raises(SystemExit, match="validation"):
             tune_baselines.main(["--dataset", name])
+    for name in ("synth_val", "synth_val_noedit", "synth_val_shift", "synth_subtle_val"):  # val photos: allowed
+        assert not tune_baselines.test_photos_in(name, ["profile=cpu-quick"])
     with pytest.raises(SystemExit, match="test or holdout photos"):
         tune_baselines.main(["--dataset", "synth_val", "--noedit", "synth_noedit"])
+
+
+def test_leaderboard_quality_filter_table_counts_and_scores_the_kept_pairs():
+    from benchmarks.reporting.leaderboard import quality_filter_markdown
+
+    rows = [{"generator": "g", "f1": 0.9, "quality": 0.8}, {"generator": "g", "f1": 0.1, "quality": 0.2},
+            {"generator": "g", "f1": float("nan"), "quality": 0.9},          # authentic: not in the headline
+            {"generator": "h", "f1": 0.4, "quality": float("nan")}]          # no score: not in the table
+    table = quality_filter_markdown(rows, 0.5)
+    assert "| g | 0.500 | 0.900 | 1 / 2 |" in table
+    assert "| h |" not in table
+    assert quality_filter_markdown([{"generator": "h", "f1": 0.4, "quality": None}]) == ""
