@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     annotate.add_argument("--soft", action="store_true", help="write the soft mask as 8-bit (0..255) instead of 0/255")
     annotate.add_argument("--compile", action="store_true", help="torch.compile the generator's forward")
     annotate.add_argument("--retry-skipped", action="store_true", help="retry pairs an earlier run skipped")
+    annotate.add_argument("--min-quality", type=float, default=None,
+                          help="leave pairs whose mask quality score (0..1, the generator's) is below this out of "
+                               "iml.json; they stay in manifest.jsonl and are listed in quality_excluded.jsonl")
     annotate.add_argument("--merge-only", action="store_true",
                           help="only merge the committed shards of --out into iml.json, manifest.jsonl, provenance")
     _common(annotate, "generator")

@@ -21,6 +21,7 @@ from benchmarks.config import save_resolved
 from benchmarks.data.pair_sources import PairSource, open_source
 from benchmarks.distributed import barrier, device_for, has_group, rank_world
 from benchmarks.generators.base import MaskGenerator
+from benchmarks.generators.quality_filter import with_quality_filter
 from benchmarks.io import atomic_write, file_hash, read_json, to_json
 from benchmarks.paths import config_roots, portable, portable_tree
 
@@ -101,4 +102,5 @@ def annotate_with_config(cfg: Any, pairs: str | Path, out: Path, options: Annota
         torch.set_num_threads(threads)  # may be called in-process (bench run, tests, notebooks)
     log.info("rank %d/%d: %d annotated, %d skipped in %.1f s (%s pairs/s)", rank, world, session["annotated"],
              session["skipped"], session["seconds"], session["pairs_per_s"])
-    return finish(out, source, rank=rank, world=world, limit=options.limit, on_duplicate=options.on_error)
+    provenance = finish(out, source, rank=rank, world=world, limit=options.limit, on_duplicate=options.on_error)
+    return with_quality_filter(out, provenance, options.min_quality)

@@ -46,9 +46,14 @@ class AnnotateOptions:
     compile: bool = False
     retry_skipped: bool = False
     progress: bool = True
+    min_quality: float | None = None  # after the merge, leave pairs scoring below it out of iml.json
 
     def __post_init__(self) -> None:
         check_on_error(self.on_error, "--on-error")
+        if self.min_quality is not None:
+            from benchmarks.generators.quality_filter import check_min_quality
+
+            check_min_quality(self.min_quality)
         if self.batch_size < 1 or self.shard_size < 1 or self.num_workers < 0 or (self.limit is not None
                                                                                  and self.limit < 0):
             raise ValueError(f"need batch_size >= 1, shard_size >= 1, num_workers >= 0, limit >= 0; got {self}")
@@ -161,11 +166,14 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                 orig = originals[sel, :, :h, :w].float().div_(255.0)
                 edit = editeds[sel, :, :h, :w].float().div_(255.0)
                 with autocast:
-                    prob = generator.generate(orig, edit, [batch["entry"][k]["instruction"] for k in members]).float()
+                    scored = generator.generate_scored(orig, edit, [batch["entry"][k]["instruction"] for k in members])
+                prob = scored.mask.float()
                 masks = ((prob * 255.0).round() if options.soft else (prob >= THRESHOLD).float() * 255.0)
                 masks = masks.to(torch.uint8).cpu().numpy()
+                quality = scored.quality.float().cpu().tolist()
                 for j, k in enumerate(members):
                     entry = batch["entry"][k]
+                    entry["quality"] = round(quality[j], 4)  # --min-quality filters on it after the merge
                     pending.append(pool.submit(write_png, out / entry["mask"], masks[j, 0], tmp))
                     entries.append(entry)
             timing["model_s"] += time.perf_counter() - t

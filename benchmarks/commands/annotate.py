@@ -16,6 +16,7 @@ from benchmarks.config import check_option, compose
 from benchmarks.data.datasets import ensure_suite
 from benchmarks.data.pair_sources import open_source
 from benchmarks.distributed import rank_world
+from benchmarks.generators.quality_filter import with_quality_filter
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ def annotate_command(args: argparse.Namespace) -> int:
     check_option("profile", args.profile)
     if args.merge_only and args.out:  # needs neither the generator nor the config
         out = Path(args.out)
-        return _report(out, merge(out, open_source(args.pairs) if args.pairs else None, args.limit, args.on_error))
+        prov = merge(out, open_source(args.pairs) if args.pairs else None, args.limit, args.on_error)
+        return _report(out, with_quality_filter(out, prov, args.min_quality))
     name = check_option("generator", args.generator)
     cfg = compose([f"profile={args.profile}", f"generator={name}", *args.overrides], command="annotate")
     pairs = args.pairs
@@ -37,10 +39,10 @@ def annotate_command(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or int(cfg.profile.batch_size), shard_size=args.shard_size,
         num_workers=int(cfg.profile.num_workers) if args.num_workers is None else args.num_workers,
         on_error=args.on_error, soft=args.soft, limit=args.limit, compile=args.compile,
-        retry_skipped=args.retry_skipped)
+        retry_skipped=args.retry_skipped, min_quality=args.min_quality)
     source = open_source(pairs)
     if args.merge_only:
-        return _report(out, merge(out, source, args.limit, args.on_error))
+        return _report(out, with_quality_filter(out, merge(out, source, args.limit, args.on_error), args.min_quality))
     prov = annotate_with_config(cfg, pairs, out, options, source=source)
     if prov is None:
         rank, world = rank_world()
@@ -57,6 +59,10 @@ def _report(out: Path, prov: dict[str, Any]) -> int:
     print(f"bench annotate: {c['annotated']} of {c['pairs']} pairs annotated, {c['skipped']} skipped ({skipped}), "
           f"{c['original_resized']} originals resized, {c['empty_instruction']} empty instructions{todo}; "
           f"{prov['timing']['pairs_per_s']} pairs/s")
+    if "quality_filter" in prov:
+        q = prov["quality_filter"]
+        print(f"quality filter (>= {q['min_quality']}): {q['kept']} pairs kept in iml.json, {q['excluded']} excluded "
+              f"(listed in {out / q['excluded_list']}), {q['unscored']} without a score kept")
     print(f"{out / 'iml.json'}\n{out / 'provenance.json'}")
     if c["annotated"] == 0 and prov["complete"]:
         print(f"bench annotate: error: nothing annotated: {c['pairs']} pair(s), {c['skipped']} skipped ({skipped}); "

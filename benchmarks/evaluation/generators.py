@@ -93,16 +93,20 @@ def evaluate_generator(generator: MaskGenerator, dataset: PairsDataset, *, batch
     resized = 0
     meta = {r.id: r.meta for r in dataset.records}
 
+    quality: dict[str, float] = {}  # per pair, from the generator's own score (MaskGenerator.generate_scored)
+
     def predict(batch: dict[str, Any]) -> Prediction:
-        return Prediction(generator.generate(batch["original"], batch["image"], batch["instruction"],
-                                             truth=batch["mask"]).cpu())
+        scored = generator.generate_scored(batch["original"], batch["image"], batch["instruction"],
+                                           truth=batch["mask"])
+        quality.update(zip(batch["id"], scored.quality.cpu().tolist()))
+        return Prediction(scored.mask.cpu())
 
     def collect(batch: dict[str, Any], prediction: Prediction, per: dict[str, torch.Tensor]) -> None:
         nonlocal resized
         resized += int(batch["original_resized"].sum())
         for i, item_id in enumerate(batch["id"]):
             rows.append({"id": item_id, "f1": _num(per["f1"][i]), "iou": _num(per["iou"][i]),
-                         "manipulated": bool(per["manipulated"][i]),
+                         "manipulated": bool(per["manipulated"][i]), "quality": round(quality.pop(item_id), 6),
                          **{k: v for k, v in meta[item_id].items() if isinstance(v, (str, int, float, bool))}})
             if item_id in show_ids:
                 shown[item_id] = prediction.mask[i, 0]
@@ -172,8 +176,10 @@ def run_eval(cfg: DictConfig, generators: list[str], datasets: list[tuple[str, P
             log.info("%s on %s: F1 %.3f IoU %.3f (per image, thr 0.5, %d manipulated)", gname, dname,
                      result.metrics["f1_per_image"], result.metrics["iou_per_image"], result.metrics["n_manipulated"])
         seconds = time.perf_counter() - start
-        report["generators"][gname] = {"info": generator.info.summary, "weights": generator.info.weights,
-                                       "seconds": round(seconds, 2), "pairs_per_s": round(n_pairs / seconds, 2)}
+        report["generators"][gname] = {"info": generator.info.summary, "paper": generator.info.paper,
+                                       "weights": generator.info.weights,
+                                       "seconds": round(seconds, 2), "pairs_per_s": round(n_pairs / seconds, 2),
+                                       "counters": generator.counters()}  # e.g. registration fallbacks
         for metric in METRICS:
             values = [table[gname][f"{d}/{metric}"] for d in data]
             table[gname][f"mean/{metric}"] = sum(values) / len(values)

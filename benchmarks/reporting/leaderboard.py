@@ -74,6 +74,31 @@ def side_effect_slices(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+QUALITY_FILTER = 0.5  # the leaderboard's "with filtering" column: pairs whose own mask-quality score is at least this
+
+
+def quality_filter_markdown(rows: list[dict[str, Any]], min_quality: float = QUALITY_FILTER) -> str:
+    """Per generator, headline F1 over every manipulated pair and over those whose mask-quality score
+    (``MaskGenerator.generate_scored``) is at least ``min_quality``, with how many each keeps, pooled over
+    the datasets (as ``bench annotate --min-quality`` would filter a corpus); '' without scores."""
+    from benchmarks.generators.quality_filter import f1_with_and_without_filter
+
+    by_gen: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        q = row.get("quality")
+        if q is not None and not (isinstance(q, float) and math.isnan(q)):
+            by_gen.setdefault(row["generator"], []).append(row)
+    if not by_gen:
+        return ""
+    stats = {g: f1_with_and_without_filter(r, min_quality) for g, r in by_gen.items()}
+    lines = [f"| generator | F1, all pairs | F1, quality >= {min_quality:g} | pairs kept |", "|---|---|---|---|"]
+    for g in sorted(stats, key=lambda g: -_nan_to(stats[g]["f1_per_image"], -1.0)):
+        st = stats[g]
+        lines.append(f"| {g} | {_fmt(st['f1_per_image'])} | {_fmt(st['f1_per_image_filtered'])} | "
+                     f"{st['n_kept']} / {st['n_pairs']} |")
+    return "\n".join(lines)
+
+
 def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: list[str], results_dir: Path, tag: str,
                                 cfg: DictConfig, report: dict[str, Any],
                                 per_pair: list[dict[str, Any]] | None = None) -> list[Path]:
@@ -94,6 +119,9 @@ def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: li
              for d, c in counts.items()]
     speed = [f"- `{g}`: {r['pairs_per_s']} pairs/s on {report.get('device')} ({r['info']})"
              for g, r in report.get("generators", {}).items()]
+    papers = [f"- `{g}`: {r['paper']}" for g, r in report.get("generators", {}).items() if r.get("paper")]
+    counters = [f"- `{g}`: " + ", ".join(f"{k} {v}" for k, v in r["counters"].items())
+                for g, r in report.get("generators", {}).items() if r.get("counters")]
     md = "\n".join([
         f"# Mask generators vs ground truth ({tag})", "",
         "Headline: pixel F1 and IoU at threshold 0.5, averaged per image over manipulated images, valid pixels only.",
@@ -105,6 +133,14 @@ def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: li
            "Pairs whose truth mask also holds an edit the instruction does not mention (the editor's side "
            "effect) against pairs without one; per-image F1 at 0.5, pooled over the datasets:", "",
            slices, ""] if (slices := side_effect_slices(per_pair or [])) else []),
+        *(["## Quality filter", "",
+           "Each generator's own per-pair mask-quality score (`bench annotate --min-quality` filters a corpus "
+           "by it, as CAAAv2 / MIMLv2, arXiv 2508.20987, filters its masks): headline F1 over every "
+           "manipulated pair and over the pairs the filter keeps, pooled over the datasets:", "",
+           qtable, ""] if (qtable := quality_filter_markdown(per_pair or [])) else []),
+        *(["## What each generator follows", "", *papers, ""] if papers else []),
+        *(["## Counters", "", "Per generator, over all datasets (e.g. registration fallbacks):", "",
+           *counters, ""] if counters else []),
         "## Reproduce", "", f"```\n{command}\n```", "",
         f"Resolved config: `{config_path.name}`; counts and timing: `{report_path.name}`; per-pair scores: "
         "`../generators/per_pair/`; geometry: " + str(report.get("geometry")) + ".", "",
