@@ -61,6 +61,10 @@ class TextEncoder(nn.Module):
     def train(self, mode: bool = True) -> TextEncoder:
         return super().train(False)
 
+    def clear_cache(self) -> None:
+        """Forget every cached embedding (speed measurements that must encode each instruction again)."""
+        self._cache.clear()
+
     @torch.no_grad()
     def _encode_new(self, texts: list[str]) -> list[torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt")

@@ -63,6 +63,33 @@ def _as_is(batch: Any) -> Any:  # the stream yields whole batches: the loader's 
     return batch
 
 
+def pair_loader(stream: PairStream, num_workers: int, device: torch.device) -> torch.utils.data.DataLoader:
+    """The DataLoader over a rank's stream: `num_workers` decode processes, whole batches passed through."""
+    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=num_workers, collate_fn=_as_is,
+                                       pin_memory=device.type == "cuda", prefetch_factor=4 if num_workers else None)
+
+
+def compile_generator(generator: MaskGenerator) -> MaskGenerator:
+    """torch.compile the generator's forward (dynamic shapes: batches of mixed sizes), once per generator."""
+    if not getattr(generator, "_compiled_forward", False):
+        generator.forward = torch.compile(generator.forward, dynamic=True)  # type: ignore[method-assign]
+        generator._compiled_forward = True
+    return generator
+
+
+def model_input(images: torch.Tensor, kept: dict[str, torch.Tensor] | None = None, role: str = "") -> torch.Tensor:
+    """A uint8 (B,3,H,W) batch as generators take it: float in [0,1] on the batch's device, NCHW contiguous
+    (the layout the evaluation loop feeds too, so annotation and evaluation compute the same masks). With
+    `kept`, converted into the buffer kept there for `role` when the shape matches (the loop's batches
+    mostly share one shape: no fresh allocation, so no page faults, per batch); the same values either way."""
+    if kept is None:
+        return images.float().div_(255.0)
+    buf = kept.get(role)
+    if buf is None or buf.shape != images.shape or buf.device != images.device:
+        buf = kept[role] = torch.empty(images.shape, dtype=torch.float32, device=images.device)
+    return buf.copy_(images).div_(255.0)
+
+
 def _ranks_count(n: int, rank: int, world: int) -> int:
     return max(0, (n - rank + world - 1) // world)
 
@@ -88,16 +115,15 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
     shard_k = max(ks, default=-1) + 1
     stream = PairStream(source, out, rank=rank, world=world, batch_size=options.batch_size, stop=stop, done=done,
                         write_images=write_images)
-    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=options.num_workers,
-                                         collate_fn=_as_is, pin_memory=device.type == "cuda",
-                                         prefetch_factor=4 if options.num_workers else None)
+    loader = pair_loader(stream, options.num_workers, device)
     if options.compile:
-        generator.forward = torch.compile(generator.forward, dynamic=True)  # type: ignore[method-assign]
+        compile_generator(generator)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
     stats = Counter()
     timing = Counter()
     entries: list[dict[str, Any]] = []
     pending: list[Future] = []
+    kept: dict[str, torch.Tensor] = {}  # model input buffers, reused while batches keep their shape
     started, t0 = time.time(), time.perf_counter()
     batches = iter(loader)  # start (fork) the workers before any thread exists in this process
     seen: dict[int, int] = {}  # worker -> last window it delivered (to find the first bad pair)
@@ -162,14 +188,16 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                 originals = batch["original"].to(device, non_blocking=True)
                 editeds = batch["edited"].to(device, non_blocking=True)
             for (h, w), members in groups.items():  # the generator never sees padding
-                sel = torch.tensor(members, device=device)
-                orig = originals[sel, :, :h, :w].float().div_(255.0)
-                edit = editeds[sel, :, :h, :w].float().div_(255.0)
+                whole = len(members) == len(batch["hw"])  # the usual case: no copy of the members
+                sel = slice(None) if whole else torch.tensor(members, device=device)
+                orig = model_input(originals[sel, :, :h, :w], kept, "original")
+                edit = model_input(editeds[sel, :, :h, :w], kept, "edited")
                 with autocast:
                     scored = generator.generate_scored(orig, edit, [batch["entry"][k]["instruction"] for k in members])
                 prob = scored.mask.float()
-                masks = ((prob * 255.0).round() if options.soft else (prob >= THRESHOLD).float() * 255.0)
-                masks = masks.to(torch.uint8).cpu().numpy()
+                masks = ((prob * 255.0).round().to(torch.uint8) if options.soft
+                         else (prob >= THRESHOLD).to(torch.uint8).mul_(255))
+                masks = masks.cpu().numpy()  # the one copy back from the device (and sync) per size group
                 quality = scored.quality.float().cpu().tolist()
                 for j, k in enumerate(members):
                     entry = batch["entry"][k]

@@ -1,23 +1,36 @@
-"""Annotation speed and memory: `bench annotate`'s loop against the model-only limit, and RSS over a stream.
+"""Annotation speed and memory: `bench annotate`'s loop against its own limits, and RSS over a stream.
 
-    python -m benchmarks.perf.annotate_speed                                   # pixel_diff, 2,000 pairs of 64 px
-    python -m benchmarks.perf.annotate_speed --generator sigma --device cuda --size 512 --batch-size 32 --n 4000
-    python -m benchmarks.perf.annotate_speed --pairs CORPUS_FOLDER             # a real corpus instead
-    python -m benchmarks.perf.annotate_speed --rss                             # RSS at 1k and 10k streamed pairs
+    python -m benchmarks.perf.annotate_speed --pairs CORPUS_FOLDER --n 256           # manifest + parquet, CPU
+    python -m benchmarks.perf.annotate_speed --pairs CORPUS_FOLDER --device cuda --batch-size 64 --n 4096
+    python -m benchmarks.perf.annotate_speed --generators sigma --size 256 --n 256   # synthetic pairs, no disk
+    python -m benchmarks.perf.annotate_speed --rss                                   # RSS at 1k and 10k pairs
 
-Speed, in one run on the same device, batch size and resolution:
+One run measures, with the same workers, batch size and torch threads, per source:
 
-- end to end: :func:`benchmarks.annotation.loop.annotate` (DataLoader workers, batched inference, mask
-  PNGs, shard commits) over a synthetic on-the-fly source (random pairs made per index, edited images
-  written like a parquet corpus) or ``--pairs``; the rate is measured after the first batch, so worker
-  start-up is left out;
-- model only: ``generator.generate`` on pre-made tensors already on the device (no decoding, no writing);
-- backbone only (generators with a SIGMA backbone): two backbone forwards per pair on random tensors.
+- decode only: the loop's DataLoader over the same stream (read and decode both images of every pair,
+  batches handed to this process), nothing else: the data side's limit; for sources whose edited images
+  the loop writes out (parquet, synthetic) also "decode + edited PNGs", that limit with those writes;
+- the loop (:func:`benchmarks.annotation.loop.annotate`: upload, generator, mask PNGs, shard commits, and
+  for parquet the edited images written out) with each generator of ``--generators``; ``empty`` costs
+  nothing, so its rate against decode only is the loop's own overhead;
+- model only, per generator: ``generator.generate`` on one batch of the source's pairs already on the device,
+  in the loop's input layout (:func:`~benchmarks.annotation.loop.model_input`), with the instructions the
+  loop meets in the order it meets them (text embeddings cached as in the loop, so each is encoded once).
 
-The ratio end-to-end / model-only says how much of the model's speed the pipeline keeps (1.0 = the loop
-is free). ``--rss`` streams 10,000 tiny pairs through the same loop and prints the resident memory of this
-process (and of its DataLoader workers) after 1,000 and after 10,000 pairs: memory must stay flat (goal:
-within +-10 %).
+Sources: with ``--pairs`` a pairs-manifest folder (``manifest``) and the same first ``--n`` pairs copied into
+one parquet file (``parquet``: the files' own bytes in ``datasets`` Image structs, edited images written out
+as PNG by the loop); without, random pairs made on the fly (``synthetic``). Rates are timed from the end of
+the first batch to the end, so worker start-up is left out. Each ratio is a rate over its limit (1.0 = the
+loop is free): the loop with ``empty`` over decode only, a generator's loop over its model only. The CPU
+time per pair (this process and its workers) is printed too, and for ``empty`` the ratio by CPU time: on a
+machine shared with other jobs it moves much less than wall time. ``--repeat R`` measures everything R
+times, round robin, and keeps the best of each. ``--scratch`` puts the runs' output folders (and the
+parquet copy) where a real ``--out`` would go: creating the mask files is part of the loop's cost. On CPU the
+main process gets the torch threads `bench annotate` gives it (one core left per worker,
+:func:`~benchmarks.annotation.loop.set_cpu_threads`) and model only runs with those same threads.
+
+``--rss`` streams 10,000 tiny pairs through the same loop and prints the resident memory of this process
+(and of its DataLoader workers) after 1,000 and after 10,000 pairs: memory must stay flat (within +-10 %).
 """
 
 from __future__ import annotations
@@ -34,8 +47,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.annotation.loop import (AnnotateOptions, annotate, compile_generator, model_input, pair_loader,
+                                        set_cpu_threads)
+from benchmarks.annotation.stream import PairStream
 from benchmarks.data.pair_sources import open_source
-from benchmarks.annotation.loop import AnnotateOptions, annotate, set_cpu_threads
 
 
 class SyntheticSource:
@@ -128,37 +143,111 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def end_to_end(generator, source, options: AnnotateOptions, device: torch.device) -> tuple[float, dict]:
-    """Pairs/s of the annotate loop, timed from the end of the first batch to the end of the run."""
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children (the DataLoader workers)."""
+    import resource
+
+    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def _rate(marks: list[tuple[float, int]]) -> float:
+    """Pairs/s from (time, pairs done) marks, first batch left out."""
+    if len(marks) < 2:
+        return float("nan")
+    (t0, n0), (t1, n1) = marks[0], marks[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+def parquet_copy(manifest: str | Path, n: int, folder: Path, row_group: int = 64) -> Path:
+    """The first `n` pairs of a manifest folder as one parquet file (the image files' own bytes)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct({"bytes": pa.binary(), "path": pa.string()})  # how `datasets` stores an Image feature
+    rows: dict[str, list] = {"id": [], "original_image": [], "edited_image": [], "edit_prompt": []}
+    for item in open_source(manifest).iter_items(0, 1, 0, n, "skip"):
+        if "original_path" not in item:
+            continue
+        rows["id"].append(item["id"])
+        for key, path in (("original_image", item["original_path"]), ("edited_image", item["edited_path"])):
+            rows[key].append({"bytes": Path(path).read_bytes(), "path": Path(path).name})
+        rows["edit_prompt"].append(item["instruction"])
+    path = folder / "pairs.parquet"
+    table = pa.table({k: pa.array(v, type=image if k.endswith("_image") else None) for k, v in rows.items()})
+    pq.write_table(table, path, row_group_size=row_group)
+    return path
+
+
+def decode_only(source, options: AnnotateOptions, device: torch.device, scratch: str | None = None,
+                write_images: bool = False) -> tuple[float, dict[str, Any], list[str]]:
+    """Pairs/s of the loop's DataLoader alone (read + decode, batches handed over; with `write_images` the
+    edited images written out too, as the loop does for parquet), its first batch (with the run's CPU
+    ms per pair) and the instructions in the order this process receives them (what model only feeds)."""
     marks: list[tuple[float, int]] = []
-    with tempfile.TemporaryDirectory(prefix="annotate-speed-") as out:
+    instructions: list[str] = []
+    first: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="annotate-decode-", dir=scratch) as out:
+        out = Path(out)
+        for sub in ("tmp/rank0", "images"):
+            (out / sub).mkdir(parents=True)
+        stream = PairStream(source, out, rank=0, world=1, batch_size=options.batch_size,
+                            stop=source.count(options.limit), done=np.zeros(0, dtype=np.int64),
+                            write_images=write_images)
+        n, cpu = 0, cpu_seconds()
+        for batch in pair_loader(stream, options.num_workers, device):
+            n += len(batch["entry"]) + len(batch["skipped"])
+            marks.append((time.perf_counter(), n))
+            instructions += [e["instruction"] for e in batch["entry"]]
+            if not first and batch["entry"] and len(set(batch["hw"])) == 1:
+                first = batch
+        first["cpu_ms_per_pair"] = 1000 * (cpu_seconds() - cpu) / max(n, 1)
+    return _rate(marks), first, instructions
+
+
+def end_to_end(generator, source, options: AnnotateOptions, device: torch.device,
+               scratch: str | None = None) -> tuple[float, dict]:
+    """Pairs/s of the annotate loop, timed from the end of the first batch to the end of the run (the
+    session's ``cpu_ms_per_pair``: this process and its workers, up to the end of the loop)."""
+    marks: list[tuple[float, int]] = []
+    clear_text_cache(generator)
+    with tempfile.TemporaryDirectory(prefix="annotate-speed-", dir=scratch) as out:
+        cpu = cpu_seconds()
         session = annotate(generator, source, out, options, device=device,
                            on_batch=lambda n: marks.append((time.perf_counter(), n)))
-    _sync(device)
-    if len(marks) < 2:
-        return session["pairs_per_s"] or float("nan"), session
-    (t0, n0), (t1, n1) = marks[0], marks[-1]
-    return (n1 - n0) / (t1 - t0), session
-
-
-def model_only(generator, size: int, batch_size: int, n: int, device: torch.device,
-               unique_instructions: bool = False) -> float:
-    """Pairs/s of generator.generate on pre-made device tensors (the same batch size and resolution); with
-    ``unique_instructions`` every pair's words are new, so the text encoder's cost is inside the figure."""
-    source = SyntheticSource(batch_size, size, seed=1, unique_instructions=unique_instructions)
-    pairs = [source.pair(i) for i in range(batch_size)]
-    orig = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2).to(device).float() / 255
-    edit = torch.from_numpy(np.stack([p[1] for p in pairs])).permute(0, 3, 1, 2).to(device).float() / 255
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    with autocast:
-        generator.generate(orig, edit, [source.instruction(-1 - i) for i in range(batch_size)])  # warm-up
         _sync(device)
-        steps = max(1, n // batch_size)
+        session["cpu_ms_per_pair"] = 1000 * (cpu_seconds() - cpu) / max(session["annotated"] + session["skipped"], 1)
+    return _rate(marks), session
+
+
+def model_only(generator, batch: dict[str, Any], instructions: list[str], device: torch.device) -> float:
+    """Pairs/s of generator.generate on one batch already on the device (the loop's input layout), fed the
+    loop's instructions batch by batch: the first batch warms up, the rest is timed (as the loop's rate)."""
+    b = len(batch["entry"])
+    orig = model_input(batch["original"].to(device))
+    edit = model_input(batch["edited"].to(device))
+    clear_text_cache(generator)
+    steps = max(1, len(instructions) // b - 1)
+    texts = instructions + [""] * (b * (steps + 1) - len(instructions))
+    with _autocast(device):
+        generator.generate(orig, edit, texts[:b])  # warm-up, like the loop's first batch
+        _sync(device)
         t = time.perf_counter()
-        for step in range(steps):
-            generator.generate(orig, edit, [source.instruction(step * batch_size + i) for i in range(batch_size)])
+        for step in range(1, steps + 1):
+            generator.generate(orig, edit, texts[step * b:(step + 1) * b])
         _sync(device)
-    return steps * batch_size / (time.perf_counter() - t)
+    return steps * b / (time.perf_counter() - t)
+
+
+def clear_text_cache(generator) -> None:
+    """Forget SIGMA's cached instruction embeddings, so every measurement encodes what the loop encodes."""
+    text = getattr(getattr(generator, "annotator", None), "text", None)
+    if text is not None:
+        text.clear_cache()
 
 
 def backbone_only(generator, size: int, batch_size: int, n: int, device: torch.device) -> float | None:
@@ -168,8 +257,7 @@ def backbone_only(generator, size: int, batch_size: int, n: int, device: torch.d
         return None
     side = size + (-size) % 16
     x = torch.rand(batch_size, 3, side, side, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    with torch.no_grad(), autocast:
+    with torch.no_grad(), _autocast(device):
         backbone(x)
         _sync(device)
         steps = max(1, n // batch_size)
@@ -181,28 +269,84 @@ def backbone_only(generator, size: int, batch_size: int, n: int, device: torch.d
     return steps * batch_size / (time.perf_counter() - t)
 
 
+def _sources(args: argparse.Namespace, scratch: Path) -> list[tuple[str, Any]]:
+    if not args.pairs:
+        return [("synthetic", SyntheticSource(args.n, args.size, unique_instructions=args.unique_instructions))]
+    kinds = args.sources.split(",")
+    found = []
+    for kind in kinds:
+        if kind == "manifest":
+            found.append((f"manifest ({args.pairs})", open_source(args.pairs)))
+        elif kind == "parquet":
+            found.append(("parquet (its copy, one file)", open_source(parquet_copy(args.pairs, args.n, scratch))))
+        else:
+            raise SystemExit(f"--sources: {kind!r} is not manifest or parquet")
+    return found
+
+
+def _breakdown(session: dict) -> str:
+    return (f"cpu {session['cpu_ms_per_pair']:.2f} ms/pair; data wait {session.get('data_wait_s', 0):.2f} s, model "
+            f"{session.get('model_s', 0):.2f} s, write wait {session.get('write_wait_s', 0):.2f} s of "
+            f"{session['seconds']:.2f} s")
+
+
 def speed(args: argparse.Namespace, device: torch.device) -> None:
-    generator = build_generator(args.generator, device, args.overrides, args.random_heads)
-    source = open_source(args.pairs) if args.pairs else SyntheticSource(args.n, args.size,
-                                                                         unique_instructions=args.unique_instructions)
+    names = args.generators.split(",")
+    generators = {name: build_generator(name, device, args.overrides, args.random_heads) for name in names}
+    if args.compile:  # as the loop does it; model only then runs the compiled forward too
+        generators = {name: compile_generator(g) for name, g in generators.items()}
     options = AnnotateOptions(batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
-                              compile=args.compile, progress=False, limit=args.n if args.pairs else None)
-    e2e, session = end_to_end(generator, source, options, device)
-    model = model_only(generator, args.size, args.batch_size, args.n, device, args.unique_instructions)
-    backbone = backbone_only(generator, args.size, args.batch_size, args.n, device)
-    print(f"generator {args.generator} on {device}, batch {args.batch_size}, {args.size}x{args.size}, "
-          f"{args.num_workers} workers, torch threads {torch.get_num_threads()}, "
-          f"{'--pairs ' + args.pairs if args.pairs else f'{args.n} synthetic pairs'}")
-    print(f"end to end  {e2e:9.1f} pairs/s   (data wait {session.get('data_wait_s', 0):.2f} s, model "
-          f"{session.get('model_s', 0):.2f} s, write wait {session.get('write_wait_s', 0):.2f} s of "
-          f"{session['seconds']:.2f} s)")
-    print(f"model only  {model:9.1f} pairs/s   ratio end-to-end / model-only {e2e / model:.2f}")
-    if backbone is not None:
-        print(f"backbone x2 {backbone:9.1f} pairs/s   ratio end-to-end / backbone-only {e2e / backbone:.2f}")
+                              compile=args.compile, progress=False, limit=args.n)
+    print(f"annotate speed on {device}: batch {args.batch_size}, {args.num_workers} workers, torch threads "
+          f"{torch.get_num_threads()} in this process (loop and model only alike), {os.cpu_count()} cores; "
+          f"{args.n} pairs per source; best of {args.repeat}{'; compiled' if args.compile else ''}")
+    with tempfile.TemporaryDirectory(prefix="annotate-sources-", dir=args.scratch) as folder:
+        for label, source in _sources(args, Path(folder)):
+            print(f"source {label}")
+            limits = {"decode only": ["decode"]} if source.edited_on_disk else {
+                "decode only": ["decode"], "decode + edited PNGs": ["decode", "write"]}
+            best: dict[str, tuple[float, dict]] = {}  # what -> (best rate, its session or first batch)
+            models: dict[str, float] = {}
+
+            def keep(what: str, rate: float, info: dict) -> None:
+                if rate > best.get(what, (0.0, {}))[0]:
+                    best[what] = (rate, info)
+
+            for _ in range(args.repeat):  # round robin, best of each: load from other jobs moves all alike
+                for what, parts in limits.items():
+                    rate, batch, instructions = decode_only(source, options, device, args.scratch, "write" in parts)
+                    keep(what, rate, batch)
+                for name, generator in generators.items():
+                    keep(name, *end_to_end(generator, source, options, device, args.scratch))
+                    if name != "empty":
+                        models[name] = max(models.get(name, 0.0), model_only(generator, batch, instructions, device))
+            h, w = batch["hw"][0]
+            decode = best["decode only"][0]
+            for what in limits:
+                rate, info = best[what]
+                print(f"  {what:22s} {rate:9.1f} pairs/s   (cpu {info['cpu_ms_per_pair']:.2f} ms/pair; {w}x{h} px)")
+            for name in generators:
+                rate, session = best[name]
+                if name == "empty":
+                    cpu = session["cpu_ms_per_pair"]
+                    ratios = ", ".join(f"{rate / best[what][0]:.2f} of {what} (by CPU time "
+                                       f"{best[what][1]['cpu_ms_per_pair'] / cpu:.2f})" for what in limits)
+                    print(f"  loop, empty            {rate:9.1f} pairs/s   {ratios}   ({_breakdown(session)})")
+                    continue
+                model = models[name]
+                print(f"  loop, {name:16s} {rate:9.1f} pairs/s   {rate / model:.2f} of model only "
+                      f"({rate / min(model, decode):.2f} of min(model only, decode only))   ({_breakdown(session)})")
+                print(f"  model only, {name:10s} {model:9.1f} pairs/s")
+    if args.backbone:
+        for name, generator in generators.items():
+            backbone = backbone_only(generator, args.size, args.batch_size, args.n, device)
+            if backbone is not None:
+                print(f"backbone x2 ({name}) {backbone:9.1f} pairs/s   (two forwards per pair, {args.size} px, random input)")
 
 
 def rss(args: argparse.Namespace, device: torch.device) -> None:
-    generator = build_generator(args.generator, device, args.overrides, args.random_heads)
+    name = args.generators.split(",")[0]
+    generator = build_generator(name, device, args.overrides, args.random_heads)
     source = SyntheticSource(args.rss_n, args.rss_size)
     options = AnnotateOptions(batch_size=args.batch_size, shard_size=args.shard_size, num_workers=args.num_workers,
                               progress=False)
@@ -223,7 +367,7 @@ def rss(args: argparse.Namespace, device: torch.device) -> None:
         annotate(generator, source, out, options, device=device, on_batch=on_batch)
         seconds = time.perf_counter() - t
     a, b = samples[args.rss_first], samples[args.rss_n]
-    print(f"RSS streaming {args.rss_n} pairs of {args.rss_size}x{args.rss_size} ({args.generator}, batch "
+    print(f"RSS streaming {args.rss_n} pairs of {args.rss_size}x{args.rss_size} ({name}, batch "
           f"{args.batch_size}, {args.num_workers} workers, {seconds:.1f} s, {args.rss_n / seconds:.0f} pairs/s)")
     print(f"main process  {a:7.1f} MiB at {args.rss_first:>6}   {b:7.1f} MiB at {args.rss_n:>6}   ratio {b / a:.3f} "
           f"({'within' if abs(b / a - 1) <= 0.10 else 'OUTSIDE'} +-10 %)")
@@ -235,12 +379,21 @@ def rss(args: argparse.Namespace, device: torch.device) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--generator", default="pixel_diff", help="generator config name (configs/generator/)")
+    parser.add_argument("--generators", "--generator", default=None,
+                        help="generator config names, comma-separated (configs/generator/; default empty,pixel_diff,"
+                             "sigma; --rss: pixel_diff, the first one named is used)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (synthetic source, model-only)")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (synthetic source, --backbone)")
     parser.add_argument("--n", type=int, default=2000, help="pairs for the speed runs")
-    parser.add_argument("--pairs", default=None, help="measure end to end on this corpus instead (first --n pairs)")
+    parser.add_argument("--pairs", default=None, help="a pairs-manifest folder: measure on its first --n pairs (and on "
+                                                       "their parquet copy) instead of synthetic pairs")
+    parser.add_argument("--sources", default="manifest,parquet", help="with --pairs: manifest, parquet or both")
+    parser.add_argument("--repeat", type=int, default=1, help="measure everything this many times, round robin; "
+                                                             "report the best of each (a shared machine)")
+    parser.add_argument("--scratch", default=None, help="folder for the runs' outputs and the parquet copy (default: "
+                                                         "the system's temporary folder); put it where --out would go")
+    parser.add_argument("--backbone", action="store_true", help="also time SIGMA's backbone alone (two forwards)")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--unique-instructions", action="store_true",
                         help="synthetic source: a different instruction per pair, as in a real corpus (the text "
@@ -263,6 +416,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     elif device.type == "cpu":
         set_cpu_threads(args.num_workers)
+    args.generators = args.generators or ("pixel_diff" if args.rss else "empty,pixel_diff,sigma")
     (rss if args.rss else speed)(args, device)
 
 

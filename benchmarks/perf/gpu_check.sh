@@ -2,12 +2,17 @@
 # GPU checks in one run (one CUDA GPU, the project installed; from the repository root):
 #
 #   OUT=gpu_check bash benchmarks/perf/gpu_check.sh
+#   ONLY=speed OUT=gpu_check bash benchmarks/perf/gpu_check.sh     # only the annotation speed (at most 14 min)
 #
 # 1. the synthetic suite; 2. `bench eval-generators` for sigma and pixel_diff on the GPU (bf16 autocast) and on
 # the CPU (fp32), same weights, same pairs: the per-dataset F1/IoU must agree (compare.log); 3. annotation
-# speed on the GPU at 256 and 512 px (benchmarks/perf/annotate_speed.py: end to end, model only, backbone
-# only); 4. one cpu-quick epoch of every detector on the GPU (the trainer's CUDA path).
-# Every step has its own time limit and log under $OUT; a failing step does not stop the others.
+# speed on the GPU (benchmarks/perf/annotate_speed.py): in one run per step, decode only, the loop with the
+# zero-cost `empty` generator, the loops of pixel_diff and sigma and their model-only rates, each as a ratio
+# to its limit, for the suite's corpus as a pairs manifest and as parquet, bf16 autocast, without and with
+# torch.compile; then synthetic pairs at 256 and 512 px with a new instruction per pair; 4. one cpu-quick
+# epoch of every detector on the GPU (the trainer's CUDA path).
+# Every step has its own time limit and log under $OUT; a failing step does not stop the others. ONLY picks
+# steps by name prefix (env and synth always run).
 set -u
 OUT=${OUT:-gpu_check}
 PY=${PY:-python3}
@@ -18,6 +23,7 @@ export PYTHONUNBUFFERED=1
 step() {  # step NAME SECONDS CMD...
   local name=$1 limit=$2
   shift 2
+  case "$name" in env|synth|${ONLY:-}*) ;; *) return 0 ;; esac
   local start=$SECONDS
   echo "== $name: $*"
   timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
@@ -50,9 +56,12 @@ for name in ("synth_removal", "synth_recolour"):
     d = (g["f1"] - c["f1"]).abs()
     print(f"  sigma per pair on {name}: max |F1 diff| {d.max():.4f}, pairs differing by > 0.01: {(d > 0.01).sum()} of {len(d)}")
 EOF
-TAIL=4 step speed_256 90 "$PY" -m benchmarks.perf.annotate_speed --generator sigma --device cuda --size 256 --batch-size 64 --n 8192 --num-workers "$WORKERS" --unique-instructions
-TAIL=4 step speed_512 90 "$PY" -m benchmarks.perf.annotate_speed --generator sigma --device cuda --size 512 --batch-size 32 --n 4096 --num-workers "$WORKERS" --unique-instructions
 CORPUS=$(ls -d .bench/data/synth/default-*/corpus | head -n 1)
-TAIL=4 step speed_corpus 90 "$PY" -m benchmarks.perf.annotate_speed --generator sigma --device cuda --size 256 --batch-size 64 --n 1000 --num-workers "$WORKERS" --pairs "$CORPUS"
+SPEED=("$PY" -m benchmarks.perf.annotate_speed --device cuda --num-workers "$WORKERS")
+# the limits and ratios: manifest + parquet, 2,000 pairs of 256 px, batch 64, best of 2; then compiled (once)
+TAIL=24 step speed_ratios 240 "${SPEED[@]}" --pairs "$CORPUS" --n 2000 --batch-size 64 --repeat 2
+TAIL=24 step speed_ratios_compiled 240 "${SPEED[@]}" --pairs "$CORPUS" --n 2000 --batch-size 64 --compile
+TAIL=12 step speed_256 120 "${SPEED[@]}" --generators empty,sigma --size 256 --batch-size 64 --n 8192 --unique-instructions --backbone
+TAIL=12 step speed_512 120 "${SPEED[@]}" --generators empty,sigma --size 512 --batch-size 32 --n 4096 --unique-instructions --backbone
 TAIL=20 step detectors 150 "$PY" -m benchmarks.cli train-detector --detector all --train synth device=cuda train.epochs=1 "paths.runs=$OUT/runs" "profile.num_workers=$WORKERS"
 echo "== done"

@@ -1,0 +1,115 @@
+"""The annotation loop writes exactly the masks the plain generator gives: for each batch the loop forms
+(windows of consecutive pairs of each worker's sequence), `generator.generate` on the decoded pairs as the
+evaluation loop feeds them (float NCHW in [0,1]), thresholded (or scaled with --soft) and PNG-encoded by
+PIL at compress_level 1, byte for byte; for parquet sources the edited images too. SIGMA runs with heads
+initialised in-test (the loop does not depend on trained weights)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from benchmarks.annotation.loop import THRESHOLD, AnnotateOptions, annotate
+from benchmarks.data.pair_sources import open_source
+
+N, S, B = 22, 32, 4  # 22 pairs: the last window of each worker is short
+
+
+def _images(i: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1000 + i)
+    original = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
+    edited = original.copy()
+    y, x = rng.integers(0, S // 2, 2)
+    edited[y:y + S // 3, x:x + S // 3] = rng.integers(0, 256, 3, dtype=np.uint8)
+    return original, edited
+
+
+def _png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("pairs")
+    lines = []
+    for sub in ("original", "edited"):
+        (folder / sub).mkdir()
+    for i in range(N):
+        original, edited = _images(i)
+        Image.fromarray(original).save(folder / "original" / f"{i}.png")
+        Image.fromarray(edited).save(folder / "edited" / f"{i}.png")
+        lines.append(json.dumps({"id": f"m{i:02d}", "original": f"original/{i}.png", "edited": f"edited/{i}.png",
+                                 "instruction": f"change the square number {i}" if i % 5 else ""}))
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parquet(corpus, tmp_path_factory) -> Path:
+    from benchmarks.perf.annotate_speed import parquet_copy
+
+    return parquet_copy(corpus, N, tmp_path_factory.mktemp("hub"), row_group=5)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as `bench annotate` gives the main process on 2 cores (DataLoader workers run too)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def generators(tmp_path_factory):
+    from benchmarks.builders import generator_from_config
+    from benchmarks.config import compose
+    from sigma.annotator import save_checkpoint
+    from sigma.model import SigmaConfig, SigmaNet
+
+    torch.manual_seed(0)
+    heads = save_checkpoint(tmp_path_factory.mktemp("heads") / "sigma.pt", SigmaNet(SigmaConfig()), {})
+    return {"pixel_diff": generator_from_config(compose(["generator=pixel_diff"])).eval(),
+            "sigma": generator_from_config(compose(["generator=sigma", f"generator.checkpoint={heads}"])).eval()}
+
+
+def reference(generator, source, workers: int, soft: bool) -> dict[str, bytes]:
+    """Mask PNG bytes per id, computed outside the loop: the loop's batches, the plain generator."""
+    items = [it for it in source.iter_items(0, 1, 0, source.count(), "raise")]
+    sequences = [items[w::max(workers, 1)] for w in range(max(workers, 1))]
+    out = {}
+    for seq in sequences:
+        for start in range(0, len(seq), B):
+            batch = seq[start:start + B]
+            original, edited = (torch.from_numpy(np.stack([it[k] for it in batch])).permute(0, 3, 1, 2).contiguous()
+                                .float() / 255 for k in ("original", "edited"))
+            prob = generator.generate(original, edited, [it["instruction"] for it in batch]).float()
+            masks = (prob * 255).round() if soft else (prob >= THRESHOLD).float() * 255
+            for it, mask in zip(batch, masks.to(torch.uint8).numpy()):
+                out[f"{it['id']}.png"] = _png(mask[0])
+    return out
+
+
+@pytest.mark.parametrize("name", ["pixel_diff", "sigma"])
+@pytest.mark.parametrize("kind", ["manifest", "parquet"])
+def test_loop_masks_equal_the_plain_generator_byte_for_byte(name, kind, corpus, parquet, generators, tmp_path):
+    source = open_source(corpus if kind == "manifest" else parquet)
+    generator = generators[name]
+    for workers, soft in ((2, False), (0, True)):
+        out = tmp_path / f"w{workers}-{soft}"
+        annotate(generator, source, out, AnnotateOptions(batch_size=B, shard_size=6, num_workers=workers, soft=soft,
+                                                         progress=False))
+        got = {p.name: p.read_bytes() for p in (out / "masks").glob("*.png")}
+        want = reference(generator, source, workers, soft)
+        assert len(got) == N and got == want, f"{name} {kind} workers={workers} soft={soft}"
+        if kind == "parquet":  # the edited images written out: PIL's lossless PNG of the decoded pixels
+            for it in source.iter_items(0, 1, 0, N, "raise"):
+                assert (out / "images" / f"{it['id']}.png").read_bytes() == _png(it["edited"])
