@@ -177,6 +177,7 @@ def run_eval(cfg: DictConfig, generators: list[str], datasets: list[tuple[str, P
                      result.metrics["f1_per_image"], result.metrics["iou_per_image"], result.metrics["n_manipulated"])
         seconds = time.perf_counter() - start
         report["generators"][gname] = {"info": generator.info.summary, "paper": generator.info.paper,
+                                       "reads_truth": bool(generator.needs_truth),
                                        "weights": generator.info.weights,
                                        "seconds": round(seconds, 2), "pairs_per_s": round(n_pairs / seconds, 2),
                                        "counters": generator.counters()}  # e.g. registration fallbacks
@@ -185,7 +186,7 @@ def run_eval(cfg: DictConfig, generators: list[str], datasets: list[tuple[str, P
             table[gname][f"mean/{metric}"] = sum(values) / len(values)
     report = portable_tree(report, config_roots(cfg.paths))
     paths = write_generator_leaderboard(table, list(data), results_dir, tag, cfg, report,
-                                        [row for rows in per_pair.values() for row in rows])
+                                        [{**row, "dataset": d} for d, rows in per_pair.items() for row in rows])
     for name, rows in per_pair.items():
         paths.append(write_csv(results_dir / "generators" / "per_pair" / f"{name}.csv", rows))
     paths.append(generator_grid(data, shown, results_dir / "figures" / f"{tag}_qualitative.png"))

@@ -74,6 +74,7 @@ def side_effect_slices(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+CONSTANT_ROWS = ("empty", "full")  # sanity rows that predict one value everywhere: never a competitor
 QUALITY_FILTER = 0.5  # the leaderboard's "with filtering" column: pairs whose own mask-quality score is at least this
 
 
@@ -96,6 +97,51 @@ def quality_filter_markdown(rows: list[dict[str, Any]], min_quality: float = QUA
         st = stats[g]
         lines.append(f"| {g} | {_fmt(st['f1_per_image'])} | {_fmt(st['f1_per_image_filtered'])} | "
                      f"{st['n_kept']} / {st['n_pairs']} |")
+    return "\n".join(lines)
+
+
+def paired_deltas(rows: list[dict[str, Any]], reference: str, others: list[str], n: int = 2000,
+                  seed: int = 0) -> dict[str, Any]:
+    """Headline F1 of ``reference`` minus each other generator's, with a 95 % paired bootstrap interval:
+    the manipulated pairs of every dataset resampled (the same draw for both generators), per-dataset means
+    averaged as in the headline. Pairs some generator has no score for (skipped) are left out of both."""
+    import numpy as np
+
+    from benchmarks.reporting.stats import compare
+
+    by: dict[tuple[str, str], dict[str, float]] = {}
+    for row in rows:
+        f1 = row.get("f1")
+        if row.get("manipulated") and f1 is not None and not (isinstance(f1, float) and math.isnan(f1)):
+            by.setdefault((row["generator"], row["dataset"]), {})[row["id"]] = float(f1)
+    datasets = sorted({d for _, d in by})
+    out = {}
+    for other in others:
+        scores: dict[str, dict[str, dict[str, np.ndarray]]] = {reference: {"mask": {}}, other: {"mask": {}}}
+        for d in datasets:
+            a, b = by.get((reference, d), {}), by.get((other, d), {})
+            ids = sorted(set(a) & set(b))
+            if ids:
+                scores[reference]["mask"][d] = np.array([[a[i] for i in ids]])
+                scores[other]["mask"][d] = np.array([[b[i] for i in ids]])
+        if scores[reference]["mask"]:
+            out[other] = compare(scores, reference, other, n=n, seed=seed)
+    return out
+
+
+def deltas_markdown(rows: list[dict[str, Any]], report: dict[str, Any], reference: str = "sigma") -> str:
+    """The reference generator against every competitor (not the rows that read the truth, not constant
+    rows), ΔF1 with its interval; '' when the reference is not in the table."""
+    gens = report.get("generators", {})
+    if reference not in gens:
+        return ""
+    others = [g for g, r in gens.items() if g != reference and not r.get("reads_truth") and g not in CONSTANT_ROWS]
+    deltas = paired_deltas(rows, reference, others)
+    if not deltas:
+        return ""
+    lines = [f"| {reference} minus | ΔF1 | 95 % CI | significant |", "|---|---|---|---|"]
+    for g, iv in sorted(deltas.items(), key=lambda kv: kv[1].estimate):
+        lines.append(f"| {g} | {iv.estimate:+.3f} | [{iv.low:+.3f}, {iv.high:+.3f}] | {'yes' if iv.significant else 'no'} |")
     return "\n".join(lines)
 
 
@@ -133,6 +179,11 @@ def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: li
            "Pairs whose truth mask also holds an edit the instruction does not mention (the editor's side "
            "effect) against pairs without one; per-image F1 at 0.5, pooled over the datasets:", "",
            slices, ""] if (slices := side_effect_slices(per_pair or [])) else []),
+        *(["## SIGMA against each baseline", "",
+           "Headline F1 difference (mean over the datasets of per-dataset means) with a 95 % paired bootstrap "
+           "interval over the manipulated pairs of each dataset (2,000 resamples; `benchmarks/reporting/stats.py`); "
+           "smallest difference first:", "",
+           dtable, ""] if (dtable := deltas_markdown(per_pair or [], report)) else []),
         *(["## Quality filter", "",
            "Each generator's own per-pair mask-quality score (`bench annotate --min-quality` filters a corpus "
            "by it, as CAAAv2 / MIMLv2, arXiv 2508.20987, filters its masks): headline F1 over every "

@@ -204,3 +204,22 @@ def test_leaderboard_quality_filter_table_counts_and_scores_the_kept_pairs():
     assert "| g | 0.500 | 0.900 | 1 / 2 |" in table
     assert "| h |" not in table
     assert quality_filter_markdown([{"generator": "h", "f1": 0.4, "quality": None}]) == ""
+
+
+def test_leaderboard_deltas_are_paired_and_leave_out_truth_reading_and_constant_rows():
+    from benchmarks.reporting.leaderboard import deltas_markdown, paired_deltas
+
+    rows = []
+    for d in ("a", "b"):
+        for i in range(20):
+            rows += [{"generator": "sigma", "dataset": d, "id": f"{d}{i}", "f1": 0.5 + 0.01 * i, "manipulated": True},
+                     {"generator": "base", "dataset": d, "id": f"{d}{i}", "f1": 0.4 + 0.01 * i, "manipulated": True},
+                     {"generator": "tie", "dataset": d, "id": f"{d}{i}", "f1": 0.5 + 0.01 * i, "manipulated": True}]
+    rows.append({"generator": "base", "dataset": "a", "id": "only-base", "f1": 0.0, "manipulated": True})
+    deltas = paired_deltas(rows, "sigma", ["base", "tie"], n=200)
+    # a constant paired difference has a zero-width interval; the unpaired extra pair is left out
+    assert deltas["base"].estimate == pytest.approx(0.1) and deltas["base"].low == pytest.approx(0.1)
+    assert deltas["tie"].estimate == 0.0 and not deltas["tie"].significant
+    report = {"generators": {"sigma": {}, "base": {}, "tie": {}, "oracle": {"reads_truth": True}, "empty": {}}}
+    table = deltas_markdown(rows, report)
+    assert "| base | +0.100 | [+0.100, +0.100] | yes |" in table and "oracle" not in table and "empty" not in table
