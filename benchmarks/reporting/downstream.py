@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.io import atomic_write, write_csv
+from benchmarks.reporting.downstream_stats import add_intervals, image_scores, interval_text
 
 FOCUS = "sigma"
 MEANINGFUL_GAP = 0.02  # below this oracle-over-best-baseline margin the gap share is reported as not meaningful
@@ -145,9 +146,9 @@ def headline_text(h: dict[str, Any]) -> str:
                 f"(e.g. `bench run --generator {h['focus']},pixel_diff,{h['reference']} --detector all`).")
     lines = []
     for d in sorted(h["delta"], key=lambda d: -d["baseline_f1"]):
-        lines.append(f"- vs `{d['baseline']}`: mean ΔF1 **{d['mean_delta_f1']:+.3f}** ({h['focus']} {d['focus_f1']:.3f} "
-                     f"vs {d['baseline_f1']:.3f}; {h['focus']} better in {d['wins']} of {d['cells']} detector x dataset "
-                     "cells)")
+        lines.append(f"- vs `{d['baseline']}`: mean ΔF1 **{d['mean_delta_f1']:+.3f}**{interval_text(d.get('ci'))} "
+                     f"({h['focus']} {d['focus_f1']:.3f} vs {d['baseline_f1']:.3f}; {h['focus']} better in {d['wins']} "
+                     f"of {d['cells']} detector x dataset cells)")
     if h.get("gap"):
         g = h["gap"]
         room = g["reference_f1"] - g["best_baseline_f1"]
@@ -158,9 +159,21 @@ def headline_text(h: dict[str, Any]) -> str:
                       f"{room:.3f} F1 here, so the detectors, not the masks, limit the result")
         else:
             closed = f"**{h['gap_closed']:.0%}**"
+        if h["gap_closed"] is not None:
+            closed += interval_text(h.get("gap_ci"), percent=True)
         lines.append(f"- share of the gap from the best baseline (`{h['best_baseline']}`, {g['best_baseline_f1']:.3f}) "
                      f"to `{h['reference']}` ({g['reference_f1']:.3f}) that {h['focus']} ({g['focus_f1']:.3f}) closes: "
                      f"{closed} ({g['cells']} cells)")
+        if h.get("room_ci"):
+            r = h["room_ci"]
+            lines.append(f"- `{h['reference']}` vs `{h['best_baseline']}` (the room label quality has here): ΔF1 "
+                         f"{r['estimate']:+.3f}{interval_text(r)}")
+    if h.get("seeds_per_cell") == [1]:
+        lines.append("- intervals: paired bootstrap over the test images of each dataset (2,000 resamples); one "
+                     "training seed per cell, so seed-to-seed variation is not inside them")
+    elif h.get("seeds_per_cell"):
+        lines.append("- intervals: paired bootstrap over the test images of each dataset and each cell's training "
+                     f"seeds ({'/'.join(map(str, h['seeds_per_cell']))} per cell; 2,000 resamples)")
     return "\n".join(lines)
 
 
@@ -190,14 +203,17 @@ def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]]) -> str:
 
 def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, command: str, *,
                       profile: str | None = None, suffix: str = "", failed: list[dict[str, Any]] | None = None,
-                      legacy: list[str] | None = None) -> tuple[str, list[Path]]:
+                      legacy: list[str] | None = None, runs: Path | None = None) -> tuple[str, list[Path]]:
     """downstream{suffix}.csv (long), _summary.csv, .md and _headline.json over the cells of one profile;
-    every mean averages a cell's seeds first. Returns (markdown, paths)."""
+    every mean averages a cell's seeds first; with `runs` (the cells' root) the headline carries 95 % paired
+    bootstrap intervals from the cells' per-image scores. Returns (markdown, paths)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = failed or []
     long_frame, frame = frame, seed_means(frame)
     summary = generator_summary(frame, quality)
     h = headline(frame)
+    if runs is not None:  # intervals from the cells' per-image scores
+        h = add_intervals(h, image_scores(long_frame, runs))
     by_detector = frame.pivot_table(index="generator", columns="detector", values="f1_per_image").reindex(summary.index)
     by_detector["mean"] = by_detector.mean(axis=1)
     full = frame.pivot_table(index=["generator", "detector"], columns="dataset", values="f1_per_image")

@@ -76,7 +76,7 @@ def write_leaderboard(cfg: DictConfig, loaded: tuple | None = None) -> tuple[str
     profile = str(cfg.profile.name)
     return downstream.write_leaderboard(frame, quality, Path(cfg.paths.results) / "leaderboards",
                                         reproduce_command(frame, cfg), profile=profile, suffix=suffix(profile),
-                                        failed=failed, legacy=legacy)
+                                        failed=failed, legacy=legacy, runs=_runs(cfg))
 
 
 def draw_plots(cfg: DictConfig, loaded: tuple | None = None) -> list[Path]:

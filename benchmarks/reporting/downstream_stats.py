@@ -1,0 +1,70 @@
+"""Confidence intervals for the downstream headline, from the per-image scores every cell publishes.
+
+Each cell folder holds ``per_image.csv`` (dataset, id, label, score, f1, iou): per-image F1 of the cell's
+detector on every test image. :func:`image_scores` gathers the manipulated images' F1 into the nested
+arrays :mod:`benchmarks.reporting.stats` resamples (generator -> detector -> dataset -> (seeds, images),
+images in one order for every cell); :func:`add_intervals` puts a paired bootstrap interval on every ΔF1
+of the headline and on the share of the gap closed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.reporting import stats
+
+PER_IMAGE = "per_image.csv"
+
+
+def image_scores(frame: pd.DataFrame, runs: Path) -> stats.Scores:
+    """Per-image F1 of manipulated test images for every (generator, detector, dataset) of `frame`'s cells
+    (its ``folder`` column, relative to `runs`), seeds stacked; images ordered by id. Cells without
+    ``per_image.csv`` are left out (their cells then have no interval)."""
+    per_seed: dict[tuple[str, str, str], list[pd.Series]] = {}
+    for (generator, detector, folder), _ in frame.groupby(["generator", "detector", "folder"]):
+        path = runs / folder / PER_IMAGE
+        if not path.is_file():
+            continue
+        table = pd.read_csv(path)
+        table = table[table["label"] == 1]
+        for dataset, rows in table.groupby("dataset"):
+            per_seed.setdefault((generator, detector, dataset), []).append(rows.set_index("id")["f1"].sort_index())
+    scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for (generator, detector, dataset), series in per_seed.items():
+        ids = sorted(set.intersection(*(set(s.index) for s in series)))
+        scores.setdefault(generator, {}).setdefault(detector, {})[dataset] = np.stack(
+            [s.loc[ids].to_numpy(dtype=float) for s in series])
+    return scores
+
+
+def add_intervals(h: dict[str, Any], scores: stats.Scores, n: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The headline `h` (:func:`benchmarks.reporting.downstream.headline`) with ``ci`` on each ΔF1 and on
+    the gap closed: 95 % paired bootstrap intervals over test images (and each cell's seeds)."""
+    focus, reference = h["focus"], h["reference"]
+    for d in h["delta"]:
+        try:
+            d["ci"] = stats.compare(scores, focus, d["baseline"], n=n, seed=seed).to_dict()
+        except ValueError as err:  # no per-image scores for one side, or no detector in common
+            d["ci_missing"] = str(err)
+    if h.get("gap") and h.get("best_baseline"):
+        try:
+            h["gap_ci"] = stats.gap_closed(scores, focus, h["best_baseline"], reference, n=n, seed=seed).to_dict()
+            # the room label quality has here: ground-truth masks against the best baseline's
+            h["room_ci"] = stats.compare(scores, reference, h["best_baseline"], n=n, seed=seed).to_dict()
+        except ValueError as err:
+            h["gap_ci_missing"] = str(err)
+    h["seeds_per_cell"] = sorted({len(next(iter(d.values()))) for g in scores.values() for d in g.values()})
+    return h
+
+
+def interval_text(ci: dict[str, Any] | None, percent: bool = False) -> str:
+    """' [low, high] 95 % CI, significant' for a headline line; '' without an interval."""
+    if not ci:
+        return ""
+    fmt = (lambda v: f"{v:.0%}") if percent else (lambda v: f"{v:+.3f}")  # noqa: E731
+    verdict = "significant" if ci["significant"] else "not significant"
+    return f", 95 % CI [{fmt(ci['low'])}, {fmt(ci['high'])}], {verdict}"
