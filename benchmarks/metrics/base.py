@@ -8,6 +8,13 @@ import torch
 import torch.distributed as dist
 
 
+def check_threshold(threshold: float) -> float:
+    """The decision threshold of a pixel metric, in (0, 1); a clear error otherwise."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be in (0, 1), got {threshold}")
+    return float(threshold)
+
+
 class Metric:
     """States declared with ``add_state(name, default, reduction)``; ``reduction`` is ``sum`` or ``cat``.
 

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.metrics.base import Metric
+from benchmarks.metrics.base import Metric, check_threshold
 
 
 class FalsePositiveRate(Metric):
     def __init__(self, threshold: float = 0.5):
         super().__init__()
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         zero = torch.zeros((), dtype=torch.float64)
         for name in ("marked", "pixels", "rate_sum", "n_images", "n_with_fp"):
             self.add_state(name, zero, "sum")

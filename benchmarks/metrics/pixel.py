@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmarks.metrics.base import Metric
+from benchmarks.metrics.base import Metric, check_threshold
 
 
 def _numpy_path(x: torch.Tensor) -> bool:
@@ -98,9 +98,7 @@ class PixelMetrics(Metric):
 
     def __init__(self, threshold: float = 0.5):
         super().__init__()
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be in (0, 1), got {threshold}")
-        self.threshold = float(threshold)
+        self.threshold = check_threshold(threshold)
         zero = torch.zeros((), dtype=torch.float64)
         self.add_state("f1_sum", zero, "sum")
         self.add_state("iou_sum", zero, "sum")
