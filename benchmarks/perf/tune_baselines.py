@@ -350,21 +350,17 @@ def check(name: str, params: dict[str, Any], folder: Path, limit: int | None, ba
 def test_photos_in(choice: str, overrides: list[str]) -> bool:
     """Whether a dataset config name draws its pairs from test or holdout photos (folders: not known)."""
     from benchmarks.config import compose, group_options
-    from benchmarks.synth.build import VAL_SETS
-    from benchmarks.synth.photos import PhotoWorld
+    from benchmarks.data.datasets import synth_config
+    from benchmarks.synth.build import set_photos
 
     if choice not in group_options("dataset"):
         return False
     ds = compose([*overrides, f"dataset={choice}"]).dataset
     if ds.source != "synth":
         return False
-    synth = compose([*overrides, f"synth={ds.suite}"]).synth
-    which = "val_pool" if ds.set in VAL_SETS else "train_pool" if ds.set in ("inpainting", "corpus") else "test_pool"
-    world = PhotoWorld(synth.get("photo_catalog", ""), int(synth.get("pool_seed", 0)),
-                       tuple(synth.get("pool_fractions", PhotoWorld().fractions)))
-    pools = world.pools()
-    banned = set(pools["test"]) | set(pools["holdout"])
-    return bool(set(world.expand(list(synth[which]))) & banned)
+    suite = synth_config(compose([*overrides, f"synth={ds.suite}"]))
+    pools = suite.world.pools()
+    return bool(set(set_photos(suite, str(ds.set))) & (set(pools["test"]) | set(pools["holdout"])))
 
 
 def refuse_test_sets(choices: list[str], overrides: list[str]) -> None:

@@ -177,14 +177,22 @@ def _corpus_split(cfg: SynthConfig, index: int) -> str:
     return "val" if int((index + 1) * cfg.val_fraction) > int(index * cfg.val_fraction) else "train"
 
 
-def _pool(cfg: SynthConfig, job: Job, split: str | None) -> tuple[str, ...]:
-    """Training sets draw from the train pool (the corpus's val pairs from the val pool), the val set from the
-    val pool, the test benchmarks and the round-trip-only set from the test pool."""
-    if job.kind == "inpainting" or (job.kind == "corpus" and split == "train"):
+def set_photos(cfg: SynthConfig, set_name: str) -> tuple[str, ...]:
+    """Every photo a set of the suite draws from: the inpainting set the train pool, the corpus the train
+    pool and (its val pairs) the val pool, the val sets the val pool, the benchmarks and ``noedit`` the test
+    pool."""
+    if set_name == "inpainting":
         return cfg.train_photos
-    if job.kind == "corpus" or job.set_name in VAL_SETS:
-        return cfg.val_photos
-    return cfg.test_photos
+    if set_name == "corpus":
+        return cfg.train_photos + cfg.val_photos
+    return cfg.val_photos if set_name in VAL_SETS else cfg.test_photos
+
+
+def _pool(cfg: SynthConfig, job: Job, split: str | None) -> tuple[str, ...]:
+    """The photos one item draws from (:func:`set_photos`; a corpus pair by its split)."""
+    if job.kind == "corpus":
+        return cfg.train_photos if split == "train" else cfg.val_photos
+    return set_photos(cfg, job.set_name)
 
 
 def make_item(cfg: SynthConfig, root: Path, job: Job) -> dict[str, Any]:
