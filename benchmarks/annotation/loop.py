@@ -197,7 +197,7 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                 prob = scored.mask.float()
                 masks = ((prob * 255.0).round().to(torch.uint8) if options.soft
                          else (prob >= THRESHOLD).to(torch.uint8).mul_(255))
-                masks = masks.cpu().numpy()  # the one copy back from the device (and sync) per size group
+                masks = masks.cpu().numpy()  # back from the device once per size group, with the quality below
                 quality = scored.quality.float().cpu().tolist()
                 for j, k in enumerate(members):
                     entry = batch["entry"][k]
