@@ -116,7 +116,8 @@ def annotate_corpus(gcfg: DictConfig, name: str, corpus: Corpus, key: str) -> tu
     prov = read_json(out / "provenance.json")
     info = {"source": portable(out, config_roots(gcfg.paths)), "pairs": prov["counts"]["annotated"],
             "skipped": prov["counts"]["skipped"],
-            "pairs_per_s": prov["timing"]["pairs_per_s"], "weights_files": prov.get("generator", {}).get("weights_files")}
+            "pairs_per_s": prov["timing"]["pairs_per_s"], "weights_files": prov.get("generator", {}).get("weights_files"),
+            "calibration": bool(prov.get("generator", {}).get("calibration", False))}  # reads the truth: never a baseline
     return list_iml(listing), info
 
 

@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
 # The cpu-study downstream comparison, built cell by cell and committed as each cell finishes, so that the
-# study (about 60 cells of 4-9 minutes on a 2-core CPU) survives a session that ends part-way.
+# study (64 cells of 7-10 minutes each on one core) survives a session that ends part-way.
 #
-#   bash benchmarks/perf/downstream_study.sh GENERATOR:DETECTOR:SEED [...]
-#   bash benchmarks/perf/downstream_study.sh oracle:all:0 pixel_diff:mvss_net:1
+#   bash benchmarks/perf/downstream_study.sh                              # every cell of profile.study
+#   JOBS=2 JOB=0 bash benchmarks/perf/downstream_study.sh &               # two jobs on a 2-core machine:
+#   JOBS=2 JOB=1 bash benchmarks/perf/downstream_study.sh &               # each takes every other generator
+#   bash benchmarks/perf/downstream_study.sh oracle:mvss_net:0 pixel_diff:all:1     # named cells
 #
-# One torch thread per job (two jobs share the 2 cores: give each its own generators, so no two jobs annotate
-# the same corpus at once). Finished cells are skipped by `bench run`, so the same line resumes a study.
-# COMMIT=0 leaves the cells uncommitted.
+# The grid is the profile's `study` (configs/profile/cpu-study.yaml; `python -m benchmarks.downstream.study
+# cpu-study` lists it). One torch thread per job; two jobs never annotate the same generator's corpus at
+# once (they split by generator). Finished cells are skipped by `bench run`, so the same line resumes a
+# study. COMMIT=0 leaves the cells uncommitted.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 bench=${BENCH:-.venv/bin/bench}
-for cell in "$@"; do
+python=${PYTHON:-.venv/bin/python}
+cells=("$@")
+if [[ ${#cells[@]} == 0 ]]; then
+    mapfile -t cells < <("$python" -m benchmarks.downstream.study cpu-study)
+fi
+jobs=${JOBS:-1} job=${JOB:-0}
+mapfile -t generators < <(printf '%s\n' "${cells[@]}" | cut -d: -f1 | awk '!seen[$0]++')
+for cell in "${cells[@]}"; do
     IFS=: read -r generator detectors seed <<<"$cell"
+    for i in "${!generators[@]}"; do [[ ${generators[$i]} == "$generator" ]] && index=$i; done
+    (( index % jobs == job )) || continue
     "$bench" run --profile cpu-study --generator "$generator" --detector "$detectors" seed="$seed" \
         train.threads="$OMP_NUM_THREADS" train.progress=false
     if [[ ${COMMIT:-1} == 1 ]]; then

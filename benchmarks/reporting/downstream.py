@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.io import atomic_write, write_csv
-from benchmarks.reporting.downstream_stats import add_intervals, image_scores, interval_text
+from benchmarks.reporting.downstream_stats import add_intervals, image_scores, interval_text, summary_intervals
+from benchmarks.reporting.ladder import ladder_json, ladder_text, ladder_view
 
 FOCUS = "sigma"
 MEANINGFUL_GAP = 0.02  # below this oracle-over-best-baseline margin the gap share is reported as not meaningful
@@ -92,11 +93,29 @@ def mask_quality(runs: Path) -> dict[str, float]:
     return out
 
 
-def generator_summary(frame: pd.DataFrame, quality: dict[str, float]) -> pd.DataFrame:
+def calibration_rows(runs: Path) -> set[str]:
+    """Generators whose annotation read the ground truth to calibrate the benchmark (the label-quality ladder):
+    never a baseline in the headline."""
+    return {path.parent.name for path in sorted(runs.glob("*/annotation.json"))
+            if json.loads(path.read_text()).get("calibration")}
+
+
+def generator_summary(frame: pd.DataFrame, quality: dict[str, float], calibration: set[str] = frozenset()
+                      ) -> pd.DataFrame:
     g = frame.groupby("generator").agg(mean_f1=("f1_per_image", "mean"), mean_iou=("iou_per_image", "mean"),
                                        detectors=("detector", "nunique"), cells=("f1_per_image", "size"))
     g.insert(0, "corpus_mask_f1", [quality.get(name, math.nan) for name in g.index])
+    g.insert(0, "role", [role(name, calibration) for name in g.index])
     return g.sort_values("mean_f1", ascending=False)
+
+
+def role(generator: str, calibration: set[str]) -> str:
+    """How a row is read: the focus, the ground-truth reference, a calibration (ladder) row or a baseline."""
+    if generator == FOCUS:
+        return "focus"
+    if generator == REFERENCE:
+        return "reference"
+    return "calibration" if generator in calibration else "baseline"
 
 
 def paired(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
@@ -107,14 +126,16 @@ def paired(frame: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
     return wide[[a, b]].dropna()
 
 
-def headline(frame: pd.DataFrame, focus: str = FOCUS, reference: str = REFERENCE) -> dict[str, Any]:
-    """ΔF1 of `focus` over every other generator and the share of the best-baseline-to-reference gap closed."""
+def headline(frame: pd.DataFrame, focus: str = FOCUS, reference: str = REFERENCE,
+             calibration: set[str] = frozenset()) -> dict[str, Any]:
+    """ΔF1 of `focus` over every baseline (not the reference, not the calibration rows, which read the ground
+    truth) and the share of the best-baseline-to-reference gap closed."""
     out: dict[str, Any] = {"focus": focus, "reference": reference, "delta": [], "best_baseline": None,
                            "gap_closed": None}
     generators = sorted(set(frame["generator"]))
     if focus not in generators:
         return out
-    baselines = [g for g in generators if g not in (focus, reference)]
+    baselines = [g for g in generators if g not in (focus, reference) and g not in calibration]
     for b in baselines:
         p = paired(frame, focus, b)
         if len(p):
@@ -183,13 +204,16 @@ def _table(frame: pd.DataFrame, index_name: str) -> str:
     lines = [f"| {index_name} | " + " | ".join(str(c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for idx in frame.index:
         label = " / ".join(idx) if isinstance(idx, tuple) else str(idx)
-        cells = [str(frame.at[idx, c]) if c in integer else _f(float(frame.at[idx, c])) for c in cols]
+        cells = [str(frame.at[idx, c]) if c in integer or isinstance(frame.at[idx, c], str)
+                 else _f(float(frame.at[idx, c])) for c in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]]) -> str:
-    """What the leaderboard holds: cells (generator x detector x seed) per generator, and the failed ones."""
+def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]], missing: list[tuple[str, str, int]] | None = None,
+             ) -> str:
+    """What the leaderboard holds: cells (generator x detector x seed) per generator, the failed ones, and the
+    cells of the profile's study it does not hold yet (`missing`, None when the profile names no study)."""
     cells = frame.drop_duplicates(["generator", "detector", "seed"])
     lines = [f"{len(cells)} finished cell(s) (generator x detector x seed); seeds per generator x detector:", ""]
     for g, part in cells.groupby("generator"):
@@ -198,22 +222,39 @@ def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]]) -> str:
     if failed:
         lines += ["", f"**{len(failed)} failed cell(s)**, left out of every mean:", ""]
         lines += [f"- `{f['generator']}` x `{f['detector']}` seed {f['seed']}: {f['reason']}" for f in failed]
+    if missing:
+        lines += ["", f"**The profile's study is incomplete: {len(missing)} cell(s) missing** "
+                  "(`bash benchmarks/perf/downstream_study.sh` runs them; a partial study's means cover only the "
+                  "cells above):", ""]
+        by_pair: dict[tuple[str, int], list[str]] = {}
+        for g, d, seed in missing:
+            by_pair.setdefault((g, seed), []).append(d)
+        lines += [f"- `{g}` seed {seed}: {', '.join(ds)}" for (g, seed), ds in by_pair.items()]
+    elif missing is not None:
+        lines += ["", "The profile's study is complete (every cell of `profile.study` is here)."]
     return "\n".join(lines)
 
 
 def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, command: str, *,
                       profile: str | None = None, suffix: str = "", failed: list[dict[str, Any]] | None = None,
-                      legacy: list[str] | None = None, runs: Path | None = None) -> tuple[str, list[Path]]:
+                      legacy: list[str] | None = None, runs: Path | None = None, calibration: set[str] = frozenset(),
+                      missing: list[tuple[str, str, int]] | None = None) -> tuple[str, list[Path]]:
     """downstream{suffix}.csv (long), _summary.csv, .md and _headline.json over the cells of one profile;
-    every mean averages a cell's seeds first; with `runs` (the cells' root) the headline carries 95 % paired
-    bootstrap intervals from the cells' per-image scores. Returns (markdown, paths)."""
+    every mean averages a cell's seeds first; with `runs` (the cells' root) the headline, the generator table
+    and the ladder carry 95 % paired bootstrap intervals from the cells' per-image scores. `calibration`: the
+    ladder's rows (never baselines); `missing`: the profile's study cells not held. Returns (markdown, paths)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = failed or []
     long_frame, frame = frame, seed_means(frame)
-    summary = generator_summary(frame, quality)
-    h = headline(frame)
+    summary = generator_summary(frame, quality, calibration)
+    h = headline(frame, calibration=calibration)
+    view = None
     if runs is not None:  # intervals from the cells' per-image scores
-        h = add_intervals(h, image_scores(long_frame, runs))
+        scores = image_scores(long_frame, runs)
+        h = add_intervals(h, scores)
+        summary = summary.join(summary_intervals(list(summary.index), scores, FOCUS))
+        view = ladder_view(scores, quality, calibration)
+        h["ladder"] = ladder_json(view)
     by_detector = frame.pivot_table(index="generator", columns="detector", values="f1_per_image").reindex(summary.index)
     by_detector["mean"] = by_detector.mean(axis=1)
     full = frame.pivot_table(index=["generator", "detector"], columns="dataset", values="f1_per_image")
@@ -230,14 +271,17 @@ def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: P
         "Each cell: a detector trained on the editing corpus annotated by one mask generator (`oracle` = the "
         "ground-truth masks), checkpoint chosen on held-out corpus pairs with that generator's own masks, then "
         "tested on the test datasets. Metric: pixel F1 per image at threshold 0.5 over manipulated images.", "",
-        "## Cells", "", holdings(long_frame, failed), "",
+        "## Cells", "", holdings(long_frame, failed, missing), "",
         *([f"Not read: {len(legacy)} cell(s) in the layout before seeds and profiles had folders "
            f"(`<generator>/<detector>/cell.json`: {', '.join(legacy)}); remake them with `bench run`.", ""]
           if legacy else []),
         "## Headline", "", headline_text(h), "",
         "## Generators (mean over detectors x datasets)", "",
-        "`corpus_mask_f1`: the generator's own masks vs ground truth on the corpus it annotated.", "",
+        "`corpus_mask_f1`: the generator's own masks vs ground truth on the corpus it annotated. `f1_95ci`: "
+        f"bootstrap interval of `mean_f1` (test images and seeds); `delta_vs_{FOCUS}`: the row minus `{FOCUS}`, paired "
+        "on the detectors both have (a calibration row was trained on fewer detectors), with its interval.", "",
         _table(summary, "generator"), "",
+        *(["## Label-quality ladder", "", ladder_text(view), ""] if calibration else []),
         "## Mean F1 per detector (over datasets)", "", _table(by_detector, "generator"), "",
         "## Every cell (F1 per dataset)", "", _table(full, "generator / detector"), "",
         "## Reproduce", "", f"```\n{command}\n```", "",

@@ -68,3 +68,25 @@ def interval_text(ci: dict[str, Any] | None, percent: bool = False) -> str:
     fmt = (lambda v: f"{v:.0%}") if percent else (lambda v: f"{v:+.3f}")  # noqa: E731
     verdict = "significant" if ci["significant"] else "not significant"
     return f", 95 % CI [{fmt(ci['low'])}, {fmt(ci['high'])}], {verdict}"
+
+
+def summary_intervals(generators: list[str], scores: stats.Scores, focus: str, n: int = 1000, seed: int = 0
+                      ) -> pd.DataFrame:
+    """Per generator: its mean F1's 95 % interval and its ΔF1 to `focus` (paired, on the detectors both have)
+    with interval and verdict; 'n/a' where a side has no per-image scores."""
+    rows = []
+    for g in generators:
+        row = {"f1_95ci": "n/a", f"delta_vs_{focus}": "n/a", "delta_95ci": "n/a", "significant": "n/a"}
+        if g in scores:
+            iv = stats.mean_interval(scores, g, n=n, seed=seed)
+            row["f1_95ci"] = f"[{iv.low:.3f}, {iv.high:.3f}]"
+            if g != focus and focus in scores:
+                try:
+                    d = stats.compare(scores, g, focus, n=n, seed=seed)
+                except ValueError:  # no detector in common
+                    d = None
+                if d is not None:
+                    row.update({f"delta_vs_{focus}": f"{d.estimate:+.3f}", "delta_95ci": f"[{d.low:+.3f}, {d.high:+.3f}]",
+                                "significant": "significant" if d.significant else "not significant"})
+        rows.append(row)
+    return pd.DataFrame(rows, index=generators)

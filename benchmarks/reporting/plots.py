@@ -2,7 +2,7 @@
 
 - ``downstream_bars``: F1 per detector, one bar per generator (and the mean over detectors);
 - ``quality_vs_downstream``: a generator's mask F1 on the corpus against the downstream F1 of the detectors
-  trained on its masks;
+  trained on its masks, with 95 % intervals, and the label-quality ladder's fitted line when it has cells;
 - ``downstream_heatmap``: generator x test dataset, mean F1 over detectors;
 - ``qualitative_generators``: corpus pairs, ground truth and each generator's mask;
 - ``qualitative_detectors_<generator>``: one test image per dataset, truth and each detector's prediction.
@@ -74,18 +74,44 @@ def bars(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "downstream_bars")
 
 
-def scatter(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path) -> list[Path]:
+def scatter(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, runs: Path | None = None,
+            calibration: set[str] = frozenset()) -> list[Path]:
+    """Mask F1 on the corpus against downstream F1, with 95 % bootstrap error bars when the cells' per-image
+    scores are at hand (`runs`). With ladder cells every point is the mean over the ladder's detectors and
+    the ladder's fitted line is drawn (:mod:`benchmarks.reporting.ladder`)."""
+    from benchmarks.reporting import stats
+    from benchmarks.reporting.downstream_stats import image_scores
+    from benchmarks.reporting.ladder import ladder_view
+
     plt = _plt()
-    down = frame.groupby("generator")["f1_per_image"].mean()
-    gens = [g for g in generator_order(down.index) if g in quality]
-    colors = generator_colors(down.index)
-    fig, ax = plt.subplots(figsize=(4.6, 3.8))
+    scores = image_scores(frame, runs) if runs is not None else {}
+    view = ladder_view(scores, quality, calibration, n=500) if scores and calibration else None
+    if view is not None:
+        points = {p.generator: (p.f1.estimate, p.f1.low, p.f1.high) for p in view.points}
+        ylabel = f"downstream detector F1\n(mean over {', '.join(view.detectors)} x datasets)"
+    else:
+        down = frame.groupby(["generator", "detector", "dataset"])["f1_per_image"].mean().groupby("generator").mean()
+        points = {}
+        for g, y in down.items():
+            iv = stats.mean_interval(scores, g, n=500) if g in scores else None
+            points[g] = (float(y), iv.low, iv.high) if iv is not None else (float(y), float(y), float(y))
+        ylabel = "downstream detector F1\n(mean over detectors x datasets)"
+    gens = [g for g in generator_order(points) if g in quality]
+    colors = generator_colors(points)
+    fig, ax = plt.subplots(figsize=(5.2, 4.0))
     for g in gens:
-        ax.scatter(quality[g], down[g], s=60, color=colors[g], label=g, edgecolor="black", linewidth=0.5)
-        ax.annotate(g, (quality[g], down[g]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        y, lo, hi = points[g]
+        marker = "s" if g in calibration else "o"
+        ax.errorbar(quality[g], y, yerr=[[y - lo], [hi - y]], fmt=marker, ms=7, color=colors[g], mec="black",
+                    mew=0.5, capsize=3, label=g)
+        ax.annotate(g, (quality[g], y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    if view is not None and view.power is not None:
+        xs = np.linspace(min(p.label_f1 for p in view.points), 1.0, 20)
+        ax.plot(xs, view.power.intercept + view.power.slope * xs, "--", color="grey", lw=1,
+                label="ladder fit")
     ax.set_xlabel("generator mask F1 vs ground truth (corpus)")
-    ax.set_ylabel("downstream detector F1\n(mean over detectors x datasets)")
-    ax.set_title("Mask quality vs downstream localization")
+    ax.set_ylabel(ylabel)
+    ax.set_title("Mask quality vs downstream localization (95 % CI)")
     ax.set_xlim(0, 1.05)
     ax.grid(alpha=0.3)
     return _save(fig, out_dir, "quality_vs_downstream")
@@ -163,8 +189,9 @@ def qualitative_detectors(runs: Path, generator: str, folders: dict[str, str], o
     return _save(fig, out_dir, f"qualitative_detectors_{generator}")
 
 
-def draw_all(frame: pd.DataFrame, quality: dict[str, float], runs: Path, out_dir: Path) -> list[Path]:
-    paths = bars(frame, out_dir) + scatter(frame, quality, out_dir) + heatmap(frame, out_dir)
+def draw_all(frame: pd.DataFrame, quality: dict[str, float], runs: Path, out_dir: Path,
+             calibration: set[str] = frozenset()) -> list[Path]:
+    paths = bars(frame, out_dir) + scatter(frame, quality, out_dir, runs, calibration) + heatmap(frame, out_dir)
     generators = sorted(set(frame["generator"]))
     paths += qualitative_generators(runs, generators, out_dir)
     first_seed = frame.sort_values("seed").drop_duplicates(["generator", "detector"])  # one cell's examples each

@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from benchmarks.config import expand
+from benchmarks.downstream.study import missing_cells, study_cells
 from benchmarks.reporting import downstream, plots
 
 
@@ -54,6 +55,15 @@ def _load(cfg: DictConfig) -> tuple:
     return frame, downstream.mask_quality(runs), failed, downstream.legacy_cells(runs)
 
 
+def _missing(cfg: DictConfig, frame, failed) -> list[tuple[str, str, int]] | None:
+    """The profile's study cells (``profile.study``) neither finished nor failed; None without a study."""
+    if not study_cells(cfg):
+        return None
+    held = {(g, d, int(s)) for g, d, s in frame[["generator", "detector", "seed"]].drop_duplicates().itertuples(index=False)}
+    held |= {(f["generator"], f["detector"], int(f["seed"])) for f in failed}
+    return missing_cells(cfg, held)
+
+
 def reproduce_command(frame, cfg: DictConfig) -> str:
     """The `bench run` line that regenerates the cells in `frame`."""
     gens = ",".join(plots.generator_order(set(frame["generator"])))
@@ -76,7 +86,9 @@ def write_leaderboard(cfg: DictConfig, loaded: tuple | None = None) -> tuple[str
     profile = str(cfg.profile.name)
     return downstream.write_leaderboard(frame, quality, Path(cfg.paths.results) / "leaderboards",
                                         reproduce_command(frame, cfg), profile=profile, suffix=suffix(profile),
-                                        failed=failed, legacy=legacy, runs=_runs(cfg))
+                                        failed=failed, legacy=legacy, runs=_runs(cfg),
+                                        calibration=downstream.calibration_rows(_runs(cfg)),
+                                        missing=_missing(cfg, frame, failed))
 
 
 def draw_plots(cfg: DictConfig, loaded: tuple | None = None) -> list[Path]:
@@ -84,7 +96,7 @@ def draw_plots(cfg: DictConfig, loaded: tuple | None = None) -> list[Path]:
     frame, quality, _, _ = loaded or _load(cfg)
     if frame.empty:
         return []
-    return plots.draw_all(frame, quality, _runs(cfg), figures_dir(cfg))
+    return plots.draw_all(frame, quality, _runs(cfg), figures_dir(cfg), downstream.calibration_rows(_runs(cfg)))
 
 
 def leaderboard_and_plots(cfg: DictConfig) -> tuple[str, list[Path]]:

@@ -10,8 +10,8 @@ One bootstrap replicate resamples, with replacement, the test images of every da
 every generator and detector: the comparison is paired) and, for every (generator, detector) cell, its
 training seeds (seeds are not paired across generators). ``compare`` reports the difference between two
 generators with a percentile interval; ``gap_closed`` the share of the baseline-to-reference gap that a
-generator closes; ``resolving_power`` the smallest label-F1 difference the benchmark tells apart, from the
-label-quality ladder.
+generator closes; ``mean_interval`` the interval of one generator's mean; ``resolving_power`` the smallest
+label-F1 difference the benchmark tells apart, from the label-quality ladder.
 """
 
 from __future__ import annotations
@@ -102,6 +102,12 @@ def _interval(point: float, samples: np.ndarray, level: float) -> Interval:
     samples = samples[np.isfinite(samples)]
     lo, hi = np.quantile(samples, [(1 - level) / 2, 1 - (1 - level) / 2]) if len(samples) else (np.nan, np.nan)
     return Interval(float(point), float(lo), float(hi), level, int(len(samples)))
+
+
+def mean_interval(scores: Scores, generator: str, *, n: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
+    """A generator's mean F1 over its detectors and datasets, with its bootstrap interval (images and seeds)."""
+    reps, detectors = _replicates(scores, [generator], n, seed)
+    return _interval(mean_f1(scores, generator, detectors), reps[:, 0], level)
 
 
 def compare(scores: Scores, a: str, b: str, *, n: int = 2000, seed: int = 0, level: float = 0.95,

@@ -1,0 +1,94 @@
+"""The study leaderboard: the ladder's dose-response and resolving power, calibration rows kept out of the
+headline's baselines, intervals in the generator table, and the study cells it does not hold yet."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.config import compose
+from benchmarks.downstream.study import study_cells
+from benchmarks.reporting.runs import leaderboard_and_plots
+
+DATASETS = ("s1", "s2")
+IMAGES = 40
+
+
+def _cell(runs, generator, detector, seed, level, rng, calibration=False):
+    """A finished cpu-study cell whose per-image F1 sits around `level` (a shared per-image difficulty)."""
+    folder = runs / generator / detector / "cpu-study" / f"seed{seed}"
+    folder.mkdir(parents=True)
+    difficulty = np.linspace(-0.1, 0.1, IMAGES)
+    rows, metrics = [], {}
+    for ds in DATASETS:
+        f1 = np.clip(level + difficulty + 0.03 * rng.standard_normal(IMAGES), 0, 1)
+        rows += [{"dataset": ds, "id": f"{ds}-{i}", "label": 1, "score": 0.5, "f1": v, "iou": v / 2}
+                 for i, v in enumerate(f1)]
+        metrics[ds] = {"f1_per_image": float(f1.mean()), "iou_per_image": float(f1.mean() / 2)}
+    pd.DataFrame(rows).to_csv(folder / "per_image.csv", index=False)
+    cell = {"generator": generator, "detector": detector, "profile": "cpu-study", "seed": seed, "overrides": [],
+            "git_commit": "abc", "status": "done", "metrics": metrics}
+    (folder / "cell.json").write_text(json.dumps(cell))
+
+
+def _annotation(runs, generator, label_f1, calibration=False):
+    (runs / generator).mkdir(parents=True, exist_ok=True)
+    (runs / generator / "annotation.json").write_text(json.dumps(
+        {"calibration": calibration, "quality_vs_truth": {"f1_per_image": label_f1}}))
+
+
+def test_study_grid_lists_every_cell_once():
+    cfg = compose(["profile=cpu-study"], command="run")
+    cells = study_cells(cfg)
+    assert len(cells) == len(set(cells)) == 4 * 6 * 2 + 4 * 2 * 2
+    assert cells[0] == ("sigma", "mvss_net", 0) and cells[-1] == ("ladder_4", "mesorch", 1)
+    assert study_cells(compose(["profile=cpu-quick"], command="run")) == []
+
+
+def test_ladder_gives_dose_response_and_calibration_rows_are_not_baselines(tmp_path):
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    # downstream F1 = 0.2 + 0.3 x label F1 on the ladder; sigma and pixel_diff on every detector
+    ladder = {"oracle": 1.0, "ladder_1": 0.8, "ladder_2": 0.6, "ladder_3": 0.4, "ladder_4": 0.2}
+    for g, q in ladder.items():
+        _annotation(runs, g, q, calibration=g != "oracle")
+        for d in ("mvss_net", "mesorch"):
+            for seed in (0, 1):
+                _cell(runs, g, d, seed, 0.2 + 0.3 * q, rng)
+    for g, q in {"sigma": 0.7, "pixel_diff": 0.55}.items():
+        _annotation(runs, g, q)
+        for d in ("mvss_net", "mesorch", "trufor"):
+            _cell(runs, g, d, 0, 0.2 + 0.3 * q, rng)
+    md, paths = leaderboard_and_plots(compose(["profile=cpu-study", f"paths.results={tmp_path}"], command="run"))
+    h = json.loads((tmp_path / "leaderboards" / "downstream_cpu-study_headline.json").read_text())
+    assert [d["baseline"] for d in h["delta"]] == ["pixel_diff"]        # ladder rows read the truth: not baselines
+    assert h["best_baseline"] == "pixel_diff"
+    rp = h["ladder"]["resolving_power"]
+    assert h["ladder"]["detectors"] == ["mesorch", "mvss_net"]
+    assert rp["slope"] == pytest.approx(0.3, abs=0.03) and rp["spearman"] == pytest.approx(1.0)
+    assert 0 < rp["label_f1_difference"] < 0.2
+    points = {p["generator"]: p for p in h["ladder"]["points"]}
+    assert set(points) == {*ladder, "sigma", "pixel_diff"} and points["ladder_2"]["calibration"]
+    assert points["sigma"]["f1"]["low"] < points["sigma"]["f1"]["estimate"] < points["sigma"]["f1"]["high"]
+    assert "## Label-quality ladder" in md and "resolving power" in md
+    assert "| ladder_3 | calibration |" in md
+    # the generator table: interval and verdict against sigma; the study's missing cells named
+    assert "| pixel_diff | baseline |" in md and "significant" in md
+    assert "cell(s) missing" in md and "`grounding_only` seed 0: mvss_net, trufor" in md
+    assert (tmp_path / "figures" / "cpu-study" / "quality_vs_downstream.png").stat().st_size > 0
+
+
+def test_a_flat_ladder_says_the_benchmark_does_not_resolve(tmp_path):
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(1)
+    for g, q in {"oracle": 1.0, "ladder_1": 0.8, "ladder_3": 0.4}.items():
+        _annotation(runs, g, q, calibration=g != "oracle")
+        for d in ("mvss_net", "mesorch"):
+            _cell(runs, g, d, 0, 0.3 - 0.02 * q, rng)                        # no dose-response at all
+    md, _ = leaderboard_and_plots(compose(["profile=cpu-study", f"paths.results={tmp_path}"], command="run"))
+    assert "Resolving power: none at this budget" in md
+    h = json.loads((tmp_path / "leaderboards" / "downstream_cpu-study_headline.json").read_text())
+    assert h["ladder"]["resolving_power"]["label_f1_difference"] is None
