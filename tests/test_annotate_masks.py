@@ -155,5 +155,6 @@ def test_parquet_edited_images_keep_their_own_files_where_every_reader_sees_the_
     for name, data in cells.items():
         assert np.array_equal(load_image(written[name]), load_image(data))     # the pixels that were annotated
         assert (written[name].read_bytes() == data) == (verbatim_suffix(data) is not None)
-    entries = [json.loads(line) for shard in (out / "shards").glob("*.jsonl") for line in shard.read_text().splitlines()]
+    entries = [json.loads(line) for shard in (out / "shards").glob("*.jsonl")
+               for line in shard.read_text().splitlines()]
     assert {e["id"]: e["edited"] for e in entries} == {k: f"images/{p.name}" for k, p in written.items()}

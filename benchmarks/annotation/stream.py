@@ -53,7 +53,8 @@ def _rel(path: Path, out: Path) -> str:
 
 class PairStream(torch.utils.data.IterableDataset):
     """One rank's pairs as batches: windows of ``batch_size`` consecutive pairs of each worker's sequence,
-    done pairs left out, parquet edited images written to ``DIR/images`` (:func:`write_edited`); images stay uint8 (padded). A
+    done pairs left out, parquet edited images written to ``DIR/images`` (:func:`write_edited`); images stay
+    uint8 (padded). A
     batch says which worker made it and its window number (see :func:`first_bad_pair`)."""
 
     def __init__(self, source: PairSource, out: Path, *, rank: int, world: int, batch_size: int, stop: int,
