@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from benchmarks.annotation.loop import THRESHOLD, AnnotateOptions, annotate
+from benchmarks.data.imageio import load_image, verbatim_suffix
 from benchmarks.data.pair_sources import open_source
 
 N, S, B = 22, 32, 4  # 22 pairs: the last window of each worker is short
@@ -110,6 +111,50 @@ def test_loop_masks_equal_the_plain_generator_byte_for_byte(name, kind, corpus, 
         got = {p.name: p.read_bytes() for p in (out / "masks").glob("*.png")}
         want = reference(generator, source, workers, soft)
         assert len(got) == N and got == want, f"{name} {kind} workers={workers} soft={soft}"
-        if kind == "parquet":  # the edited images written out: PIL's lossless PNG of the decoded pixels
+        if kind == "parquet":  # the edited images written out: the cells' own files, decoding to the annotated pixels
             for it in source.iter_items(0, 1, 0, N, "raise"):
-                assert (out / "images" / f"{it['id']}.png").read_bytes() == _png(it["edited"])
+                written = list((out / "images").glob(f"{it['id']}.*"))
+                assert [p.read_bytes() for p in written] == [it["edited_bytes"]]
+                assert np.array_equal(load_image(written[0]), it["edited"])
+
+
+def _encoded(array: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_parquet_edited_images_keep_their_own_files_where_every_reader_sees_the_same_pixels(tmp_path):
+    """RGB JPEG / PNG cells are written as they are; a cell another reader would decode differently (alpha,
+    grayscale, EXIF rotation) is written as the decoded pixels, PNG."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.builders import generator_from_config
+    from benchmarks.config import compose
+
+    original, edited = _images(0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    cells = {"jpeg": _encoded(edited, "JPEG", quality=90), "png": _encoded(edited, "PNG"),
+             "rgba": _encoded(np.dstack([edited, np.full((S, S), 200, np.uint8)]), "PNG"),
+             "gray": _encoded(edited[..., 0], "PNG"), "rotated": _encoded(edited, "JPEG", exif=exif.tobytes())}
+    assert {k: verbatim_suffix(v) for k, v in cells.items()} == \
+        {"jpeg": ".jpg", "png": ".png", "rgba": None, "gray": None, "rotated": None}
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"id": list(cells), "instruction": [""] * len(cells),
+                      "input_image": pa.array([{"bytes": _encoded(original, "PNG"), "path": None}] * len(cells), image),
+                      "edited_image": pa.array([{"bytes": v, "path": None} for v in cells.values()], image)})
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    out = tmp_path / "out"
+    annotate(generator_from_config(compose(["generator=pixel_diff"])).eval(), open_source(tmp_path / "pairs.parquet"),
+             out, AnnotateOptions(batch_size=2, num_workers=0, progress=False))
+    written = {p.stem: p for p in (out / "images").iterdir()}
+    assert {k: p.suffix for k, p in written.items()} == \
+        {"jpeg": ".jpg", "png": ".png", "rgba": ".png", "gray": ".png", "rotated": ".png"}
+    for name, data in cells.items():
+        assert np.array_equal(load_image(written[name]), load_image(data))     # the pixels that were annotated
+        assert (written[name].read_bytes() == data) == (verbatim_suffix(data) is not None)
+    entries = [json.loads(line) for shard in (out / "shards").glob("*.jsonl")
+               for line in shard.read_text().splitlines()]
+    assert {e["id"]: e["edited"] for e in entries} == {k: f"images/{p.name}" for k, p in written.items()}

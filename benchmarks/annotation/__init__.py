@@ -7,7 +7,8 @@
 Outputs (docs/design.md, "Annotation output"); every file is written to a temporary name, then renamed:
 
     DIR/masks/<id>.png          the mask: 0/255 at threshold 0.5 (--soft: the soft mask as 0..255)
-    DIR/images/<id>.png         the edited image, for parquet sources (manifest sources keep their own files)
+    DIR/images/<id>.png|.jpg    the edited image, for parquet sources (manifest sources keep their own files):
+                                the cell's own bytes for RGB PNG / JPEG cells, else the decoded pixels as PNG
     DIR/shards/rank{r}-{k:06d}.jsonl   the pairs rank r finished in its shard k, annotated or skipped
     DIR/iml.json                IMDL-BenCo list [[edited image, mask], ...], paths relative to DIR
     DIR/manifest.jsonl          the annotated pairs sorted by global index (for a manifest source: a

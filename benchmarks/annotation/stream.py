@@ -15,6 +15,7 @@ import torch.utils.data
 from PIL import Image
 
 from benchmarks.annotation.shards import file_stem
+from benchmarks.data.imageio import verbatim_suffix
 from benchmarks.data.pair_sources import SKIP, PairSource
 
 
@@ -26,13 +27,34 @@ def write_png(path: Path, array: np.ndarray, tmp_dir: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_file(path: Path, data: bytes, tmp_dir: Path) -> None:
+    """`data` written under `tmp_dir`, then renamed to `path` (as :func:`write_png`)."""
+    tmp = tmp_dir / f"{path.parent.name}-{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_edited(out: Path, stem: str, item: dict[str, Any], tmp_dir: Path) -> Path:
+    """A parquet pair's edited image in ``out/images``: the cell's own file when every reader decodes it to
+    the pixels annotated (:func:`verbatim_suffix`: RGB PNG / JPEG), else the decoded pixels as PNG."""
+    data = item.get("edited_bytes")
+    suffix = verbatim_suffix(data) if data is not None else None
+    path = out / "images" / f"{stem}{suffix or '.png'}"
+    if suffix is not None:
+        write_file(path, data, tmp_dir)
+    else:
+        write_png(path, item["edited"], tmp_dir)
+    return path
+
+
 def _rel(path: Path, out: Path) -> str:
     return Path(os.path.relpath(os.path.abspath(path), out)).as_posix()
 
 
 class PairStream(torch.utils.data.IterableDataset):
     """One rank's pairs as batches: windows of ``batch_size`` consecutive pairs of each worker's sequence,
-    done pairs left out, parquet edited images written to ``DIR/images``; images stay uint8 (padded). A
+    done pairs left out, parquet edited images written to ``DIR/images`` (:func:`write_edited`); images stay
+    uint8 (padded). A
     batch says which worker made it and its window number (see :func:`first_bad_pair`)."""
 
     def __init__(self, source: PairSource, out: Path, *, rank: int, world: int, batch_size: int, stop: int,
@@ -75,8 +97,7 @@ class PairStream(torch.utils.data.IterableDataset):
         stem = file_stem(item["id"])
         edited_path = item["edited_path"]
         if edited_path is None and self.write_images:
-            edited_path = self.out / "images" / f"{stem}.png"
-            write_png(edited_path, item["edited"], self.tmp)
+            edited_path = write_edited(self.out, stem, item, self.tmp)
         entry = {"index": item["index"], "id": item["id"], "mask": f"masks/{stem}.png",
                  "edited": _rel(edited_path, self.out) if edited_path is not None else None,
                  "original": _rel(item["original_path"], self.out) if item["original_path"] is not None else None,

@@ -108,6 +108,26 @@ def load_image(source: Source, name: str | None = None) -> np.ndarray:
     return arr if arr.flags.writeable else arr.copy()  # np.asarray(PIL image) is read-only
 
 
+VERBATIM = {"PNG": ".png", "JPEG": ".jpg"}  # formats whose files are kept as they are (see verbatim_suffix)
+
+
+def verbatim_suffix(data: bytes) -> str | None:
+    """The file suffix under which encoded image `data` can be written out unchanged: when it is an 8-bit
+    RGB PNG (no transparency) or an RGB JPEG, without EXIF rotation, every reader decodes it to the pixels
+    :func:`load_image` returns. None otherwise: write the decoded pixels instead."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format not in VERBATIM or img.mode != "RGB" or "transparency" in img.info:
+                return None
+            if img.format == "PNG" and any(t[3] != "RGB" for t in img.tile):  # 16-bit: PIL keeps the top byte
+                return None
+            if img.getexif().get(0x0112, 1) != 1:
+                return None
+            return VERBATIM[img.format]
+    except Exception:  # undecodable headers were refused by load_image already; never keep them
+        return None
+
+
 def load_mask(source: Source, name: str | None = None, *, invert: bool = False, threshold: int = 127) -> np.ndarray:
     """Read a mask as bool (H, W), True = edited. See the module docstring for the binarization rule."""
     name = name or str(source if not isinstance(source, bytes) else "<bytes>")

@@ -181,7 +181,8 @@ class ParquetSource:
             expected = row["row"] + step
             yield {"index": row["row"], "id": row["id"], "original": row["original"], "edited": row["edited"],
                    "instruction": row["instruction"], "original_resized": row["original_resized"],
-                   "edited_path": None, "original_path": None, "source": row["source"]}
+                   "edited_path": None, "original_path": None, "source": row["source"],
+                   "edited_bytes": row["edited_bytes"]}
 
     def _gap_markers(self, gap: list[int], records: list[tuple[str, str, str]]) -> Iterator[dict]:
         """Every selected row the reader did not return is a skip; pair them with the reader's records."""

@@ -319,8 +319,8 @@ class ParquetPairs:
         ids = [cell[c] for c in cmap.id]
         item_id = "_".join(str(v) for v in ids) if ids and all(v is not None for v in ids) else f"{path.stem}-{local}"
         try:
-            edited = load_image(_cell_bytes(cell[cmap.edited], f"{source}:{cmap.edited}", path.parent),
-                                f"{source}:{cmap.edited}")
+            edited_bytes = _cell_bytes(cell[cmap.edited], f"{source}:{cmap.edited}", path.parent)
+            edited = load_image(edited_bytes, f"{source}:{cmap.edited}")
             original = load_image(_cell_bytes(cell[cmap.original], f"{source}:{cmap.original}", path.parent),
                                   f"{source}:{cmap.original}")
             mask = None
@@ -341,7 +341,7 @@ class ParquetPairs:
             log.warning("%s: original %s resized to edited %s", item_id, original.shape[:2], edited.shape[:2])
             original = resize_image(original, edited.shape[:2])
         instruction = cell[cmap.instruction] if cmap.instruction else None
-        row = {"id": item_id, "original": original, "edited": edited,
+        row = {"id": item_id, "original": original, "edited": edited, "edited_bytes": edited_bytes,
                "instruction": "" if instruction is None else str(instruction), "mask": mask, "source": source,
                "row": index, "original_resized": resized}
         if self.extra:

@@ -114,10 +114,11 @@ def annotate_corpus(gcfg: DictConfig, name: str, corpus: Corpus, key: str) -> tu
             raise RuntimeError(f"{out}: the annotation did not complete; run the same command again")
         log.info("%s: corpus annotated in %.1f s -> %s", name, time.perf_counter() - start, out)
     prov = read_json(out / "provenance.json")
+    record = prov.get("generator", {})
     info = {"source": portable(out, config_roots(gcfg.paths)), "pairs": prov["counts"]["annotated"],
-            "skipped": prov["counts"]["skipped"],
-            "pairs_per_s": prov["timing"]["pairs_per_s"], "weights_files": prov.get("generator", {}).get("weights_files"),
-            "calibration": bool(prov.get("generator", {}).get("calibration", False))}  # reads the truth: never a baseline
+            "skipped": prov["counts"]["skipped"], "pairs_per_s": prov["timing"]["pairs_per_s"],
+            "weights_files": record.get("weights_files"),
+            "calibration": bool(record.get("calibration", False))}  # it reads the truth: never a baseline
     return list_iml(listing), info
 
 

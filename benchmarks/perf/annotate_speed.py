@@ -9,7 +9,7 @@ One run measures, with the same workers, batch size and torch threads, per sourc
 
 - decode only: the loop's DataLoader over the same stream (read and decode both images of every pair,
   batches handed to this process), nothing else: the data side's limit; for sources whose edited images
-  the loop writes out (parquet, synthetic) also "decode + edited PNGs", that limit with those writes;
+  the loop writes out (parquet, synthetic) also "decode + edited images", that limit with those writes;
 - the loop (:func:`benchmarks.annotation.loop.annotate`: upload, generator, mask PNGs, shard commits, and
   for parquet the edited images written out) with each generator of ``--generators``; ``empty`` costs
   nothing, so its rate against decode only is the loop's own overhead;
@@ -300,11 +300,13 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
     print(f"annotate speed on {device}: batch {args.batch_size}, {args.num_workers} workers, torch threads "
           f"{torch.get_num_threads()} in this process (loop and model only alike), {os.cpu_count()} cores; "
           f"{args.n} pairs per source; best of {args.repeat}{'; compiled' if args.compile else ''}")
+    if args.scratch:
+        Path(args.scratch).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="annotate-sources-", dir=args.scratch) as folder:
         for label, source in _sources(args, Path(folder)):
             print(f"source {label}")
             limits = {"decode only": ["decode"]} if source.edited_on_disk else {
-                "decode only": ["decode"], "decode + edited PNGs": ["decode", "write"]}
+                "decode only": ["decode"], "decode + edited images": ["decode", "write"]}
             best: dict[str, tuple[float, dict]] = {}  # what -> (best rate, its session or first batch)
             models: dict[str, float] = {}
 

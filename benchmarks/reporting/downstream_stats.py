@@ -86,7 +86,8 @@ def summary_intervals(generators: list[str], scores: stats.Scores, focus: str, n
                 except ValueError:  # no detector in common
                     d = None
                 if d is not None:
-                    row.update({f"delta_vs_{focus}": f"{d.estimate:+.3f}", "delta_95ci": f"[{d.low:+.3f}, {d.high:+.3f}]",
+                    row.update({f"delta_vs_{focus}": f"{d.estimate:+.3f}",
+                                "delta_95ci": f"[{d.low:+.3f}, {d.high:+.3f}]",
                                 "significant": "significant" if d.significant else "not significant"})
         rows.append(row)
     return pd.DataFrame(rows, index=generators)

@@ -59,7 +59,8 @@ def _missing(cfg: DictConfig, frame, failed) -> list[tuple[str, str, int]] | Non
     """The profile's study cells (``profile.study``) neither finished nor failed; None without a study."""
     if not study_cells(cfg):
         return None
-    held = {(g, d, int(s)) for g, d, s in frame[["generator", "detector", "seed"]].drop_duplicates().itertuples(index=False)}
+    cells = frame[["generator", "detector", "seed"]].drop_duplicates()
+    held = {(g, d, int(s)) for g, d, s in cells.itertuples(index=False)}
     held |= {(f["generator"], f["detector"], int(f["seed"])) for f in failed}
     return missing_cells(cfg, held)
 

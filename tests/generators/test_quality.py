@@ -31,6 +31,19 @@ def test_stability_and_agreement_on_known_masks():
         stability(binary, delta=0.6)
 
 
+def test_stability_is_the_iou_of_the_two_thresholded_masks():
+    """Counted as |high| / |low| (the high mask lies inside the low one): the IoU, computed the long way."""
+    from sklearn.metrics import jaccard_score
+
+    soft = torch.rand(6, 1, 20, 30, generator=torch.Generator().manual_seed(0)) ** 2
+    soft[0] = 0.0
+    got = stability(soft, delta=0.15)
+    for i in range(1, 6):
+        hi, lo = (soft[i].flatten() >= 0.65).numpy(), (soft[i].flatten() >= 0.35).numpy()
+        assert got[i].item() == pytest.approx(jaccard_score(lo, hi), abs=1e-6)
+    assert got[0].item() == 1.0
+
+
 def test_f1_with_and_without_filter_counts_what_each_keeps():
     rows = [{"f1": 0.9, "quality": 0.8}, {"f1": 0.1, "quality": 0.2}, {"f1": 0.5, "quality": None},
             {"f1": None, "quality": 0.1}]  # the last is authentic: out of the headline either way
