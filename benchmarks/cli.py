@@ -46,7 +46,8 @@ def _command(sub: Any, name: str, help_text: str, description: str | None = None
 
 
 def _common(p: argparse.ArgumentParser, *flags: str) -> None:
-    p.add_argument("--profile", default="cpu-quick", help="config profile (configs/profile/): cpu-quick or gpu-paper")
+    p.add_argument("--profile", default="cpu-quick",
+                   help="config profile (configs/profile/): cpu-quick, cpu-study (the downstream study) or gpu-paper")
     if "generator" in flags:
         p.add_argument("--generator", default="sigma", help="mask generator (configs/generator/), a comma list, or 'all'")
     if "detector" in flags:

@@ -2,7 +2,8 @@
 bank, scored with the training-free baselines beside them.
 
 Rows: the full model; no text prior; one-way FiLM instead of bidirectional refinement; Stage I only;
-Stage II without each of its parts; ``grounding_only``; and the training-free baselines for reference.
+Stage II without each of its parts; ``grounding_only``; the minimal learned-differencing reference (no text,
+no refinement: what SIGMA's distinctive parts must beat); and the training-free baselines for reference.
 Every row is scored on the profile's test benchmarks and on the groups of :data:`EXTRA_SETS` (the val-photo
 sets where choices are made, the subtle split, the holdout set and the generalization set written by other
 edit code), overall and split by whether a pair carries a side-effect edit. Learned rows are scored on cached float32 backbone features of the test

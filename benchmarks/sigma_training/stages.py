@@ -38,6 +38,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "Stage II without EMA self-training": {"stage1_from": "full", "stage2": {"self_training": False}},
     "Stage II without disentanglement loss": {"stage1_from": "full", "stage2": {"disentangle": False}},
     "grounding_only": {"model": {"difference": False}, "stage2": {"self_training": False, "disentangle": False}},
+    # the minimal learned-differencing reference (docs/design.md): frozen features of both images compared
+    # per level ([a, b, |a-b|, a*b, 1-cos]) and a small conv decoder; no text, no refinement blocks, no colour
+    # branch; supervised only (exact masks, then the round-tripped calibration pairs)
+    "difference reference (no text)": {"model": {"use_text": False, "refinement": "none", "blocks": 0,
+                                                 "color_diff": False},
+                                       "stage2": {"self_training": False, "disentangle": False}},
 }
 
 

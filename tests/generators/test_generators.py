@@ -230,6 +230,20 @@ def test_sigma_without_a_checkpoint_says_how_to_make_one(tmp_path):
         generator_from_config(compose(["generator=sigma", f"generator.checkpoint={tmp_path / 'none.pt'}"]))
 
 
+@pytest.mark.parametrize("name", sorted(LEARNED))
+@pytest.mark.parametrize("hw", [(16, 640), (640, 16), (17, 333), (16, 16)])
+def test_learned_generators_take_extreme_aspect_ratios_down_to_the_stride(name, hw, heads_checkpoints):
+    """Any side from the backbone's stride (16 px) up, any aspect ratio: a mask of the input's size, finite."""
+    gen = build(name, heads_checkpoints)
+    assert gen.min_side == 16
+    g = torch.Generator().manual_seed(0)
+    original = torch.rand(1, 3, *hw, generator=g)
+    edited = original.clone()
+    edited[..., : hw[0] // 2, : hw[1] // 2] = 0.9
+    out = gen.generate(original, edited, ["make the top left corner white"])
+    assert out.shape == (1, 1, *hw) and torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+
+
 def test_sigma_runs_on_empty_instructions_and_odd_sizes(heads_checkpoints):
     """An empty or missing instruction leaves the difference stream working; sizes need not be multiples of 16."""
     gen = build("sigma", heads_checkpoints)

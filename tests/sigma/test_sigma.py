@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from benchmarks.sigma_training.stages import VARIANTS
 from sigma.annotator import load_checkpoint, save_checkpoint
 from sigma.losses import bce_dice, disentangle_loss, prior_loss, pseudo_labels
 from sigma.model import BiCrossAttention, SigmaConfig, SigmaNet
@@ -20,6 +21,7 @@ CONFIGS = {
     "film": SigmaConfig(refinement="film"),
     "grounding_only": SigmaConfig(difference=False),
     "fullres": SigmaConfig(fullres=True),
+    **{f"variant {name}": SigmaConfig(**spec["model"]) for name, spec in VARIANTS.items() if "model" in spec},
 }
 
 
