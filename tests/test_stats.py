@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from benchmarks.reporting.stats import compare, gap_closed, mean_f1, resolving_power
+from benchmarks.reporting.stats import compare, gap_closed, mean_f1, resolving_power, scores_from_rows
 
 
 def _scores(rng: np.random.Generator, means: dict[str, float], n_images=(4, 3), seeds: int = 1, noise: float = 0.2):
@@ -79,3 +79,16 @@ def test_unpaired_cells_are_refused():
         compare(scores, "a", "b", n=10)
     with pytest.raises(ValueError, match="no cells"):
         compare(scores, "a", "zzz", n=10)
+
+
+def test_scores_from_rows_pairs_the_same_images_everywhere():
+    """Images are matched by id (not by position), an image some cell lacks or scored NaN is left out of
+    every cell of its dataset, and seeds stack in order."""
+    rows = [("a", "d", "s", 0, "x", 0.1), ("a", "d", "s", 0, "y", 0.2), ("a", "d", "s", 0, "z", 0.3),
+            ("a", "d", "s", 1, "z", 0.6), ("a", "d", "s", 1, "x", 0.4), ("a", "d", "s", 1, "y", 0.5),
+            ("b", "d", "s", 0, "y", 0.9), ("b", "d", "s", 0, "x", 0.8), ("b", "d", "s", 0, "z", float("nan")),
+            ("b", "d", "t", 0, "w", 1.0)]
+    scores = scores_from_rows(rows)
+    assert scores["a"]["d"]["s"].tolist() == [[0.1, 0.2], [0.4, 0.5]]      # z: NaN for b, left out everywhere
+    assert scores["b"]["d"]["s"].tolist() == [[0.8, 0.9]]
+    assert scores["b"]["d"]["t"].tolist() == [[1.0]] and "t" not in scores["a"]["d"]

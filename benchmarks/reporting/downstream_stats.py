@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from benchmarks.reporting import stats
@@ -22,23 +21,20 @@ PER_IMAGE = "per_image.csv"
 
 def image_scores(frame: pd.DataFrame, runs: Path) -> stats.Scores:
     """Per-image F1 of manipulated test images for every (generator, detector, dataset) of `frame`'s cells
-    (its ``folder`` column, relative to `runs`), seeds stacked; images ordered by id. Cells without
-    ``per_image.csv`` are left out (their cells then have no interval)."""
-    per_seed: dict[tuple[str, str, str], list[pd.Series]] = {}
-    for (generator, detector, folder), _ in frame.groupby(["generator", "detector", "folder"]):
-        path = runs / folder / PER_IMAGE
-        if not path.is_file():
-            continue
-        table = pd.read_csv(path)
-        table = table[table["label"] == 1]
-        for dataset, rows in table.groupby("dataset"):
-            per_seed.setdefault((generator, detector, dataset), []).append(rows.set_index("id")["f1"].sort_index())
-    scores: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    for (generator, detector, dataset), series in per_seed.items():
-        ids = sorted(set.intersection(*(set(s.index) for s in series)))
-        scores.setdefault(generator, {}).setdefault(detector, {})[dataset] = np.stack(
-            [s.loc[ids].to_numpy(dtype=float) for s in series])
-    return scores
+    (its ``folder`` column, relative to `runs`), seeds stacked, the images every cell has in one order
+    (:func:`benchmarks.reporting.stats.scores_from_rows`). Cells without ``per_image.csv`` are left out
+    (their cells then have no interval)."""
+    def rows():
+        for (generator, detector, folder), _ in frame.groupby(["generator", "detector", "folder"]):
+            path = runs / folder / PER_IMAGE
+            if not path.is_file():
+                continue
+            table = pd.read_csv(path)
+            table = table[table["label"] == 1]
+            yield from ((generator, detector, d, folder, i, f) for d, i, f in
+                        zip(table["dataset"], table["id"], table["f1"]))
+
+    return stats.scores_from_rows(rows())
 
 
 def add_intervals(h: dict[str, Any], scores: stats.Scores, n: int = 2000, seed: int = 0) -> dict[str, Any]:

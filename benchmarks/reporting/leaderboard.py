@@ -105,26 +105,14 @@ def paired_deltas(rows: list[dict[str, Any]], reference: str, others: list[str],
     """Headline F1 of ``reference`` minus each other generator's, with a 95 % paired bootstrap interval:
     the manipulated pairs of every dataset resampled (the same draw for both generators), per-dataset means
     averaged as in the headline. Pairs some generator has no score for (skipped) are left out of both."""
-    import numpy as np
+    from benchmarks.reporting.stats import compare, scores_from_rows
 
-    from benchmarks.reporting.stats import compare
-
-    by: dict[tuple[str, str], dict[str, float]] = {}
-    for row in rows:
-        f1 = row.get("f1")
-        if row.get("manipulated") and f1 is not None and not (isinstance(f1, float) and math.isnan(f1)):
-            by.setdefault((row["generator"], row["dataset"]), {})[row["id"]] = float(f1)
-    datasets = sorted({d for _, d in by})
+    kept = [r for r in rows if r.get("manipulated")]
     out = {}
     for other in others:
-        scores: dict[str, dict[str, dict[str, np.ndarray]]] = {reference: {"mask": {}}, other: {"mask": {}}}
-        for d in datasets:
-            a, b = by.get((reference, d), {}), by.get((other, d), {})
-            ids = sorted(set(a) & set(b))
-            if ids:
-                scores[reference]["mask"][d] = np.array([[a[i] for i in ids]])
-                scores[other]["mask"][d] = np.array([[b[i] for i in ids]])
-        if scores[reference]["mask"]:
+        scores = scores_from_rows((r["generator"], "mask", r["dataset"], 0, r["id"], r.get("f1")) for r in kept
+                                  if r["generator"] in (reference, other))
+        if reference in scores and other in scores:
             out[other] = compare(scores, reference, other, n=n, seed=seed)
     return out
 

@@ -2,7 +2,8 @@
 generator's masks).
 
 Scores are nested as ``scores[generator][detector][dataset]``: an array (seeds, images) of per-image F1,
-images in the same order for every generator and detector (they are the same test images). A generator's
+images in the same order for every generator and detector (they are the same test images;
+:func:`scores_from_rows` builds them so from flat per-image rows). A generator's
 mean is the average over detectors and datasets of the per-dataset mean over seeds and images, the
 leaderboard's "mean F1" (each dataset and detector counts once whatever its size).
 
@@ -16,7 +17,7 @@ label-F1 difference the benchmark tells apart, from the label-quality ladder.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -46,6 +47,27 @@ class Interval:
 def _as_2d(x: np.ndarray | Sequence[float]) -> np.ndarray:
     arr = np.asarray(x, dtype=np.float64)
     return arr[None] if arr.ndim == 1 else arr
+
+
+def scores_from_rows(rows: Iterable[tuple[str, str, str, object, str, float]]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Nested per-image F1 from flat rows ``(generator, detector, dataset, seed, image id, f1)``: for each
+    dataset the images every (generator, detector, seed) has a score for, in one order (sorted ids), so
+    that a bootstrap draw pairs the same images everywhere; seeds stacked in sorted order. NaN scores
+    (an image left out) count as missing."""
+    table: dict[str, dict[tuple[str, str], dict[object, dict[str, float]]]] = {}
+    for generator, detector, dataset, seed, image, f1 in rows:
+        if f1 is None or f1 != f1:
+            continue
+        table.setdefault(dataset, {}).setdefault((generator, detector), {}).setdefault(seed, {})[image] = float(f1)
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for dataset, cells in sorted(table.items()):
+        ids = sorted(set.intersection(*(set(per) for seeds in cells.values() for per in seeds.values())))
+        if not ids:
+            continue
+        for (generator, detector), seeds in sorted(cells.items()):
+            out.setdefault(generator, {}).setdefault(detector, {})[dataset] = np.array(
+                [[seeds[s][i] for i in ids] for s in sorted(seeds, key=str)])
+    return out
 
 
 def check_scores(scores: Scores, generators: Sequence[str]) -> tuple[list[str], dict[str, int]]:
