@@ -72,7 +72,8 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
     table = pd.read_csv(results / "leaderboards" / "downstream.csv")
     assert len(table) == 10 and set(table.generator) == {"pixel_diff", "oracle"}
     md = (results / "leaderboards" / "downstream.md").read_text()
-    assert "experiment=smoke" in md and "No headline yet" in md          # no sigma cells in this run
+    assert "experiment=smoke" in md and "No sigma headline yet" in md    # no sigma cells in this run
+    assert "`oracle` vs `pixel_diff` (ground-truth masks against the baseline's): ΔF1" in md
     for stem in ("downstream_bars", "quality_vs_downstream", "downstream_heatmap", "qualitative_generators",
                  "qualitative_detectors_oracle"):
         assert (results / "figures" / f"{stem}.png").stat().st_size > 0 and (results / "figures" / f"{stem}.pdf").is_file()

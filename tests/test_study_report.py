@@ -65,6 +65,9 @@ def test_ladder_gives_dose_response_and_calibration_rows_are_not_baselines(tmp_p
     md, paths = leaderboard_and_plots(compose(["profile=cpu-study", f"paths.results={tmp_path}"], command="run"))
     h = json.loads((tmp_path / "leaderboards" / "downstream_cpu-study_headline.json").read_text())
     assert [d["baseline"] for d in h["delta"]] == ["pixel_diff"]        # ladder rows read the truth: not baselines
+    room = h["reference_delta"]
+    assert [d["baseline"] for d in room] == ["pixel_diff"] and room[0]["ci"]["significant"]
+    assert room[0]["mean_delta_f1"] == pytest.approx(0.3 * (1.0 - 0.55), abs=0.02)
     assert h["best_baseline"] == "pixel_diff"
     rp = h["ladder"]["resolving_power"]
     assert h["ladder"]["detectors"] == ["mesorch", "mvss_net"]

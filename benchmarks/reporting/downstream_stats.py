@@ -49,10 +49,13 @@ def add_intervals(h: dict[str, Any], scores: stats.Scores, n: int = 2000, seed: 
     if h.get("gap") and h.get("best_baseline"):
         try:
             h["gap_ci"] = stats.gap_closed(scores, focus, h["best_baseline"], reference, n=n, seed=seed).to_dict()
-            # the room label quality has here: ground-truth masks against the best baseline's
-            h["room_ci"] = stats.compare(scores, reference, h["best_baseline"], n=n, seed=seed).to_dict()
         except ValueError as err:
             h["gap_ci_missing"] = str(err)
+    for d in h.get("reference_delta", []):  # the room label quality has: ground-truth masks against each baseline's
+        try:
+            d["ci"] = stats.compare(scores, reference, d["baseline"], n=n, seed=seed).to_dict()
+        except ValueError as err:
+            d["ci_missing"] = str(err)
     h["seeds_per_cell"] = sorted({len(next(iter(d.values()))) for g in scores.values() for d in g.values()})
     return h
 
