@@ -220,6 +220,18 @@ class SigmaTrainer:
             p.grad = flat[offset:offset + p.numel()].view_as(p)
             offset += p.numel()
 
+    def _check_replicas(self) -> None:
+        """Every process holds the same student and teacher, bit for bit (a checksum of each, gathered): a
+        drift would mean the processes no longer train one model. Raises naming what differs."""
+        sums = torch.tensor([sum(float(p.double().sum()) for p in net.parameters()) if net is not None else 0.0
+                             for net in (self.net, self.teacher)], dtype=torch.float64, device=self.device)
+        gathered = [torch.zeros_like(sums) for _ in range(self.world)]
+        dist.all_gather(gathered, sums)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"the {self.world} processes' SIGMA weights differ (student, teacher checksums per rank: "
+                               f"{[g.tolist() for g in gathered]}); the processes must run the same code on the same "
+                               "step functions")
+
     def _mean_parts(self, parts: dict[str, float]) -> dict[str, float]:
         """Loss parts averaged over the processes (the history logs the global batch's losses)."""
         if self.world == 1 or not parts:
@@ -303,6 +315,7 @@ class SigmaTrainer:
                 self._save(self._state(stage, step + 1, opt, sched, cfg), f"stage{stage}_last.pt")
         self._save(self._state(stage, cfg.steps, opt, sched, cfg), f"stage{stage}_last.pt")
         if self.world > 1:
+            self._check_replicas()
             dist.barrier()  # the stage's last checkpoint exists before any process reads it (a later variant)
         return {"steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1), "final": running}
 
