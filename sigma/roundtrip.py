@@ -193,9 +193,10 @@ def editor_roundtrip(images: torch.Tensor, autoencoder: Callable[[torch.Tensor],
     return torch.stack(result).to(images.device)
 
 
-def editor_roundtrip_per_sample(images: torch.Tensor, autoencoder: Callable[[torch.Tensor, list[torch.Generator]], torch.Tensor],
-                                seeds: list[int], shift: float = 0.5, jpeg: tuple[int, int] = (75, 95), tone: float = 0.0,
-                                randomize: float = 0.0, warp: float = 0.0) -> torch.Tensor:
+def editor_roundtrip_per_sample(images: torch.Tensor,
+                                autoencoder: Callable[[torch.Tensor, list[torch.Generator]], torch.Tensor],
+                                seeds: list[int], shift: float = 0.5, jpeg: tuple[int, int] = (75, 95),
+                                tone: float = 0.0, randomize: float = 0.0, warp: float = 0.0) -> torch.Tensor:
     """:func:`editor_roundtrip` with every sample's randomness from its own seed: the same sample gets the
     same round trip in any batch, on any process (streamed calibration pairs are made per training step, in
     each process's share of the batch). The autoencoder runs batched, ``autoencoder(images, generators)``

@@ -228,9 +228,9 @@ class SigmaTrainer:
         gathered = [torch.zeros_like(sums) for _ in range(self.world)]
         dist.all_gather(gathered, sums)
         if any(not torch.equal(g, gathered[0]) for g in gathered):
-            raise RuntimeError(f"the {self.world} processes' SIGMA weights differ (student, teacher checksums per rank: "
-                               f"{[g.tolist() for g in gathered]}); the processes must run the same code on the same "
-                               "step functions")
+            raise RuntimeError(f"the {self.world} processes' SIGMA weights differ (student, teacher checksums per "
+                               f"rank: {[g.tolist() for g in gathered]}); the processes must run the same code on the "
+                               "same step functions")
 
     def _mean_parts(self, parts: dict[str, float]) -> dict[str, float]:
         """Loss parts averaged over the processes (the history logs the global batch's losses)."""

@@ -138,7 +138,8 @@ class ParquetIndex:
                                              for p, n in zip(self.files, self.reader.row_counts)]}
 
 
-def open_index(spec: str | Path, exclude_split: str | None = None, keep_groups: int = 4) -> ManifestIndex | ParquetIndex:
+def open_index(spec: str | Path, exclude_split: str | None = None,
+               keep_groups: int = 4) -> ManifestIndex | ParquetIndex:
     """A pairs-manifest folder (or its manifest.jsonl), else parquet files (a file, folder or glob)."""
     path = Path(spec)
     if (path.is_dir() and (path / MANIFEST).is_file()) or path.suffix == ".jsonl":

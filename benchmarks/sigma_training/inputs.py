@@ -46,7 +46,8 @@ class SigmaDataConfig:
             if getattr(self, key) < 1:
                 raise ValueError(f"sigma.data.{key} must be >= 1, got {getattr(self, key)}")
         if self.size is not None and (self.size < 16 or self.size % 16):
-            raise ValueError(f"sigma.data.size must be a multiple of 16 (the backbone's coarsest stride), got {self.size}")
+            raise ValueError(f"sigma.data.size must be a multiple of 16 (the backbone's coarsest stride), got "
+                             f"{self.size}")
 
 
 def data_config(cfg: DictConfig) -> SigmaDataConfig:

@@ -276,7 +276,8 @@ class StreamBatches:
 
     def _batch(self, raw: dict[str, Any], step: int) -> dict[str, Any]:
         dev = self.device
-        batch: dict[str, Any] = {key: raw[key].to(dev, non_blocking=True).float().div(255) for key in ("original", "edited")}
+        batch: dict[str, Any] = {key: raw[key].to(dev, non_blocking=True).float().div(255)
+                                 for key in ("original", "edited")}
         batch.update(instruction=raw["instruction"], slots=raw["slots"], global_size=self.shares.draws.batch)
         if "mask" in raw:
             batch["mask"] = raw["mask"].to(dev).float()
@@ -404,12 +405,14 @@ def prepare_stream(cfg: DictConfig, device: torch.device, progress: bool = True)
     labelled = PairSet([inpainting])
     data = StreamedTrainingData(StreamTable("pairs", labelled), StreamTable("calibration", labelled),
                                 StreamTable("corpus", PairSet([corpus])), {}, dcfg, device, noedit, None)
-    ae_fn, ae_info = _autoencoder(cfg, data, StreamTable("photos", PairSet([inpainting, corpus])), cache, device, progress)
+    photos = StreamTable("photos", PairSet([inpainting, corpus]))
+    ae_fn, ae_info = _autoencoder(cfg, data, photos, cache, device, progress)
     data.roundtrip = lambda x, seeds: editor_roundtrip_per_sample(  # noqa: E731
         x, ae_fn, seeds, float(cal.shift), tuple(cal.jpeg), float(cal.tone), float(cal.get("randomize", 0.0)),
         float(cal.get("warp", 0.0)))
     write_json(cache / "key.json", key_parts)
-    data.info = {"source": "stream", "inpainting": portable(inpainting_dir, roots), "corpus": portable(corpus_dir, roots),
+    data.info = {"source": "stream", "inpainting": portable(inpainting_dir, roots),
+                 "corpus": portable(corpus_dir, roots),
                  "cache": portable(cache, roots), "cache_key": key, "autoencoder": ae_info,
                  "pairs_stage1": len(inpainting), "pairs_corpus": len(corpus),
                  "pairs_calibration": f"{len(inpainting)} inpainting pairs through the round trip per step (no-edit "

@@ -26,7 +26,8 @@ STEPS = 21  # the history logs every 20th step and the last: steps 0 and 20 of e
 
 def _overrides(sets: tuple[Path, Path], home: Path, tiny) -> list[str]:
     return tiny(*sets, home, "sigma.data.source=stream", "sigma.data.workers=1", "sigma.model.use_text=false",
-                "sigma.model.refinement=none", f"sigma_budget.stage1_steps={STEPS}", f"sigma_budget.stage2_steps={STEPS}",
+                "sigma.model.refinement=none", f"sigma_budget.stage1_steps={STEPS}",
+                f"sigma_budget.stage2_steps={STEPS}",
                 "sigma.stage1.checkpoint_every=4", "sigma.stage2.checkpoint_every=4",
                 "sigma.stage2.self_training_start=0.1")
 
