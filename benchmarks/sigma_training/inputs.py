@@ -32,7 +32,7 @@ class SigmaDataConfig:
     on_error: str = "skip"         # stream: a bad pair is skipped (counted, named in skipped.jsonl, another pair
                                    # drawn in its place) or stops training (raise), naming the file
     retries: int = 8               # stream: replacement draws for a bad pair before the batch goes one short
-    text_cache: int = 4096         # stream: instruction embeddings kept (bounded, so memory stays flat)
+    text_cache: int = 1024         # stream: instruction embeddings kept (bounded, so memory stays flat)
     parquet_window: int = 4        # stream: parquet row groups a stretch of steps draws from (kept per worker)
 
     def __post_init__(self) -> None:

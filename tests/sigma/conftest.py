@@ -52,3 +52,8 @@ def tiny_overrides(inpainting: Path, corpus: Path, home: Path, *extra: str) -> l
 @pytest.fixture(scope="session")
 def sigma_overrides():
     return tiny_overrides
+
+
+@pytest.fixture(scope="session")
+def pairs_writer():
+    return write_pairs

@@ -238,3 +238,53 @@ def test_a_step_with_no_readable_pair_is_a_clear_error(tmp_path, training_sets):
     batches = StreamBatches(shares, SigmaDataConfig(source="stream", workers=0), torch.device("cpu"), SkipLog())
     with pytest.raises(DataError, match="none of this process's pairs could be read.*no.png"):
         batches(0)
+
+
+def test_the_instruction_cache_is_bounded_and_keeps_the_batch_it_serves():
+    from sigma.text import TextEncoder
+
+    text = TextEncoder(cache_size=3)
+    first, first_valid = text(["one edit", "two edits"])
+    n = int(first_valid[0].sum())
+    tokens, valid = text(["one edit", "three", "four", "five"])  # more new strings than the cache holds
+    assert len(text._cache) == 3 and int(valid[0].sum()) == n and torch.equal(tokens[0, :n], first[0, :n])
+
+
+def test_pairs_of_other_sizes_are_resized_or_a_clear_error(tmp_path, pairs_writer):
+    write_pairs = pairs_writer
+    small, large = write_pairs(tmp_path / "a", 1, size=32), write_pairs(tmp_path / "b", 1, size=48, seed=1)
+    rows = [json.loads((f / "manifest.jsonl").read_text()) for f in (small, large)]
+    for row, folder in zip(rows, (small, large)):
+        for key in ("original", "edited", "mask"):
+            row[key] = str(folder / row[key])
+    rows[1]["id"] = "1"
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pairs = PairSet([open_index(tmp_path)])
+    draws = Draws(2, 2, seed=0, tag=1)
+    step = next(s for s in range(50) if len(set(draws.at(s).tolist())) == 2)
+    resized = StepShares(pairs, draws, "pairs", rank=0, world=1, size=32, retries=0)[step]
+    assert resized["edited"].shape == (2, 3, 32, 32) and resized["mask"].shape == (2, 1, 32, 32)
+    with pytest.raises(ValueError, match="set sigma.data.size"):
+        StepShares(pairs, draws, "pairs", rank=0, world=1, size=None, retries=0)[step]
+
+
+def test_a_parquet_corpus_streams_into_stage2_self_training(training_sets, sigma_overrides, tmp_path):
+    from benchmarks.sigma_training.data import prepare_data
+    from benchmarks.sigma_training.stages import train
+
+    rows = [json.loads(line) for line in (training_sets[1] / "manifest.jsonl").read_text().splitlines()]
+    image = {"bytes": pa.binary(), "path": pa.string()}
+    cells = {key: [{"bytes": (training_sets[1] / r[key]).read_bytes(), "path": None} for r in rows]
+             for key in ("original", "edited")}
+    table = pa.table({"original_image": pa.array(cells["original"], pa.struct(image)),
+                      "edited_image": pa.array(cells["edited"], pa.struct(image)),
+                      "edit_prompt": [r["instruction"] for r in rows]})
+    pq.write_table(table, tmp_path / "corpus.parquet", row_group_size=6)
+    cfg = compose(sigma_overrides(training_sets[0], tmp_path / "corpus.parquet", tmp_path / "home",
+                                  "sigma.data.source=stream", "sigma.data.workers=1", "sigma.data.parquet_window=2",
+                                  "sigma.stage2.self_training_start=0.0", "sigma.model.use_text=false",
+                                  "sigma.model.refinement=none"))
+    data = prepare_data(cfg, torch.device("cpu"), progress=False)
+    assert data.corpus.pairs.blocks == [(0, 6), (6, 12), (12, 18), (18, 24)]
+    net, summary = train(cfg, data, tmp_path / "work", device=torch.device("cpu"), progress=False)
+    assert "self_training" in summary["stage2"]["final"] and summary["skipped"] == {}
