@@ -17,12 +17,13 @@ restore: flips are drawn from a generator seeded by (seed, stage, step)). Batch 
 Data parallel (a ``torch.distributed`` process group, e.g. under torchrun; gloo on CPU, NCCL on GPU): each
 process's ``batch_at(step)`` gives its share of the step's global batch (the runner splits it by rank), and
 the trainer averages the gradients over the processes before every update, as DistributedDataParallel
-does. It does so itself, in one all-reduce per step, because Stage II runs the student twice per step (the
-labelled batch and the corpus batch) before one backward, which DistributedDataParallel does not allow, and
-because some heads get no gradient in some stages (the embedding head in Stage I). Every process starts
-from rank 0's weights, so students, optimizers and EMA teachers (copied from the student at the same step
-and updated from the same weights) stay identical across processes; flips are drawn for the global batch
-and sliced per rank. Rank 0 writes the checkpoints, every rank resumes from them.
+does. It does so itself (one all-reduce of which parameters have gradients, one of the gradients, flat),
+because Stage II runs the student twice per step (the labelled batch and the corpus batch) before one
+backward, which DistributedDataParallel does not allow, and because some heads get no gradient in some
+stages (the embedding head in Stage I). Every process starts from rank 0's weights, so students,
+optimizers and EMA teachers (copied from the student at the same step and updated from the same weights)
+stay identical across processes (checked at each stage's end); flips are drawn for the global batch and
+sliced per rank. Rank 0 writes the checkpoints, every rank resumes from them.
 """
 
 from __future__ import annotations

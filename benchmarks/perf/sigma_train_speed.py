@@ -22,7 +22,8 @@ also given as a share of the backbone's rate (1.0 = training costs no more than 
 unique instructions, and trains on its first ``--rss-first`` (1,000) and on all of them, each in a fresh
 process with the same steps (Stage I and II, ``--rss-steps`` each): it prints the peak RSS (VmHWM) of the
 training process and of its largest DataLoader worker in both runs and their ratios, which must stay within
-10 % (memory flat in the number of pairs).
+10 % (memory flat in the number of pairs). ``--rss --source bank`` measures the feature bank the same way,
+for contrast (it holds every pair's images and features).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def _manifest(folder: Path, lines: list[str]) -> Path:
 
 def _config(args: argparse.Namespace, inpainting: Path, corpus: Path, home: Path, steps: int) -> Any:
     return compose([f"sigma.inpainting={inpainting}", f"sigma.corpus={corpus}", f"paths.home={home}",
-                    f"paths.results={home / 'results'}", f"device={args.device}", "sigma.data.source=stream",
+                    f"paths.results={home / 'results'}", f"device={args.device}", f"sigma.data.source={args.source}",
                     f"sigma.data.workers={args.workers}", f"sigma_budget.batch_size={args.batch_size}",
                     f"sigma_budget.stage1_steps={steps}", f"sigma_budget.stage2_steps={steps}",
                     f"sigma_budget.ae_steps={args.ae_steps}", *(["sigma.data.size=" + str(args.resize)] if args.resize
@@ -215,26 +216,31 @@ def rss(args: argparse.Namespace) -> None:
         tmp = Path(tmp)
         t = time.perf_counter()
         inpainting, corpus = write_pairs(tmp / "pairs", args.rss_n, args.rss_size)
-        first = {name: _manifest(tmp / f"first/{name}", (folder / "manifest.jsonl").read_text().splitlines()[:args.rss_first])
-                 for name, folder in (("inpainting", inpainting), ("corpus", corpus))}
-        for folder in first.values():  # the same image files, one level deeper
-            text = (folder / "manifest.jsonl").read_text().replace('"../img/', '"../../pairs/img/')
-            (folder / "manifest.jsonl").write_text(text)
+        first = {}  # the first --rss-first lines of each manifest, naming the same image files
+        for name, folder in (("inpainting", inpainting), ("corpus", corpus)):
+            lines = (folder / "manifest.jsonl").read_text().splitlines()[:args.rss_first]
+            first[name] = _manifest(tmp / "first" / name, [line.replace('"../img/', '"../../pairs/img/')
+                                                            for line in lines])
         print(f"wrote {args.rss_n} pairs of {args.rss_size} px in {time.perf_counter() - t:.0f} s")
         results = {}
-        for n, (inp, cor) in ((args.rss_first, (first["inpainting"], first["corpus"])), (args.rss_n, (inpainting, corpus))):
+        runs = ((args.rss_first, (first["inpainting"], first["corpus"])), (args.rss_n, (inpainting, corpus)))
+        for n, (inp, cor) in runs:
             cmd = [sys.executable, "-m", "benchmarks.perf.sigma_train_speed", "--rss-child", "--pairs", str(inp),
                    "--corpus", str(cor), "--home", str(tmp / f"home{n}"), "--device", args.device,
                    "--batch-size", str(args.batch_size), "--workers", str(args.workers), "--threads", str(args.threads),
-                   "--rss-steps", str(args.rss_steps), "--ae-steps", str(args.ae_steps), *args.overrides]
+                   "--rss-steps", str(args.rss_steps), "--ae-steps", str(args.ae_steps), "--source", args.source,
+                   *args.overrides]
             proc = subprocess.run(cmd, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(f"the run on {n} pairs failed:\n{proc.stderr[-3000:]}")
             results[n] = json.loads(proc.stdout.strip().splitlines()[-1])
     a, b = results[args.rss_first], results[args.rss_n]
-    print(f"peak RSS training on {args.rss_first} vs {args.rss_n} pairs of {args.rss_size} px (stream, Stage I + II, "
-          f"{args.rss_steps} steps each, batch {args.batch_size}, {args.workers} workers)")
+    print(f"peak RSS training on {args.rss_first} vs {args.rss_n} pairs of {args.rss_size} px ({args.source}, "
+          f"Stage I + II, {args.rss_steps} steps each, batch {args.batch_size}, {args.workers} workers)")
     for key, what in (("main_mb", "training process"), ("worker_mb", "largest worker")):
+        if a[key] != a[key]:  # NaN: this path has no DataLoader workers
+            print(f"{what:17s} (none on this path)")
+            continue
         ratio = b[key] / a[key]
         print(f"{what:17s} {a[key]:7.1f} MiB at {args.rss_first:>6}   {b[key]:7.1f} MiB at {args.rss_n:>6}   ratio "
               f"{ratio:.3f} ({'within' if abs(ratio - 1) <= 0.10 else 'OUTSIDE'} +-10 %)")
@@ -259,6 +265,8 @@ def main() -> None:
     parser.add_argument("--rss-first", type=int, default=1_000)
     parser.add_argument("--rss-size", type=int, default=32)
     parser.add_argument("--rss-steps", type=int, default=150, help="steps of each stage in each RSS run")
+    parser.add_argument("--source", default="stream", choices=["stream", "bank"],
+                        help="--rss: the data path measured (bank: the feature bank, for contrast)")
     parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--home", default=None, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides key=value for the composed config")
