@@ -128,13 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     _common(evalg, "generator", "dataset")
     trains = _command(
         sub, "train-sigma", "train the SIGMA annotator (Stage I, Stage II)",
-        "Prepare SIGMA's training data once (frozen-backbone features of the inpainting set, of editor "
-                    "round-trip calibration pairs made with a diffusers VAE or the offline stand-in autoencoder, and of "
-                    "the unlabelled corpus; cached), train Stage I (exact masks) and Stage II (calibration, EMA "
-                    "self-training, edit-noise disentanglement), and export the heads to sigma.export "
-                    "(results/sigma/<profile>/sigma.pt). An interrupted run resumes exactly. --variant grounding_only "
-                    "trains the instruction-only baseline; --variant ablations trains every ablation and writes "
-                    "results/leaderboards/sigma_ablations.md.")
+        "Prepare SIGMA's training data (sigma.data.source=bank, the default: frozen-backbone features of "
+                    "the inpainting set, of editor round-trip calibration pairs made with a diffusers VAE or the "
+                    "offline stand-in autoencoder, and of the unlabelled corpus, computed once and cached; "
+                    "sigma.data.source=stream: pairs read per step from pairs manifests or parquet by DataLoader "
+                    "workers, calibration pairs made per step, features on the fly, memory flat in the number of "
+                    "pairs, bad pairs counted in <work>/skipped.jsonl or, with sigma.data.on_error=raise, stopping), "
+                    "train Stage I (exact masks) and Stage II (calibration, EMA self-training, edit-noise "
+                    "disentanglement), and export the heads to sigma.export (results/sigma/<profile>/sigma.pt). An "
+                    "interrupted run resumes exactly. Under torchrun (--nproc-per-node N) the processes train "
+                    "data-parallel (sigma.batch_size is the global batch; gloo on CPU, NCCL on GPU; rank 0 writes). "
+                    "--variant grounding_only trains the instruction-only baseline; --variant ablations trains every "
+                    "ablation and writes results/leaderboards/sigma_ablations.md.")
     trains.add_argument("--stage", default="all", choices=["1", "2", "all"], help="which stages to run")
     trains.add_argument("--variant", default="sigma", choices=["sigma", "grounding_only", "ablations"],
                         help="what to train")

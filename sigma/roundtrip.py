@@ -50,15 +50,20 @@ class StandInAE(nn.Module):
         return y[..., :h, :w]
 
     @torch.no_grad()
-    def roundtrip(self, x: torch.Tensor, generator: torch.Generator | None = None, latent_noise: float = 0.0) -> torch.Tensor:
+    def roundtrip(self, x: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None = None,
+                  latent_noise: float = 0.0) -> torch.Tensor:
         """Encode, optionally perturb the latent (a diffusion editor regenerates its latent rather than
-        decoding the exact encoding, which redraws fine texture), decode."""
+        decoding the exact encoding, which redraws fine texture), decode. `generator` may be one per sample
+        (then each sample's noise depends only on its own generator, not on the batch it is in)."""
         self.eval()
         h, w = x.shape[-2:]
         ph, pw = (-h) % 8, (-w) % 8
         z = self.encoder(F.pad(x * 2 - 1, (0, pw, 0, ph), mode="reflect"))
         if latent_noise > 0:
-            noise = torch.randn(z.shape, generator=generator).to(z.device)
+            if isinstance(generator, list):
+                noise = torch.stack([torch.randn(z.shape[1:], generator=g) for g in generator]).to(z.device)
+            else:
+                noise = torch.randn(z.shape, generator=generator).to(z.device)
             z = z + latent_noise * z.std(dim=(2, 3), keepdim=True) * noise
         return ((self.decoder(z) + 1) / 2)[..., :h, :w].clamp(0, 1)
 
@@ -102,7 +107,8 @@ class DiffusersVAE(nn.Module):
         self.path = path
 
     @torch.no_grad()
-    def roundtrip(self, x: torch.Tensor) -> torch.Tensor:
+    def roundtrip(self, x: torch.Tensor, generator: object = None) -> torch.Tensor:
+        """Deterministic (the latent's mode): `generator` is accepted for the stand-in's signature, unused."""
         latent = self.vae.encode(x * 2 - 1).latent_dist.mode()
         return ((self.vae.decode(latent).sample + 1) / 2).clamp(0, 1)
 
@@ -185,3 +191,17 @@ def editor_roundtrip(images: torch.Tensor, autoencoder: Callable[[torch.Tensor],
         back = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         result.append(torch.from_numpy(back.copy()).permute(2, 0, 1).float() / 255)
     return torch.stack(result).to(images.device)
+
+
+def editor_roundtrip_per_sample(images: torch.Tensor,
+                                autoencoder: Callable[[torch.Tensor, list[torch.Generator]], torch.Tensor],
+                                seeds: list[int], shift: float = 0.5, jpeg: tuple[int, int] = (75, 95),
+                                tone: float = 0.0, randomize: float = 0.0, warp: float = 0.0) -> torch.Tensor:
+    """:func:`editor_roundtrip` with every sample's randomness from its own seed: the same sample gets the
+    same round trip in any batch, on any process (streamed calibration pairs are made per training step, in
+    each process's share of the batch). The autoencoder runs batched, ``autoencoder(images, generators)``
+    with one generator per sample; the tone drift, resampling and JPEG steps per sample."""
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    decoded = autoencoder(images, generators).float().clamp(0, 1)
+    return torch.cat([editor_roundtrip(decoded[i:i + 1], lambda x: x, g, shift, jpeg, tone, randomize, warp)
+                      for i, g in enumerate(generators)])

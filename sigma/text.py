@@ -5,7 +5,8 @@
 - ``clip``: a CLIP text tower from a local checkpoint folder (``transformers`` ``CLIPTextModel`` layout).
 
 An empty instruction yields zero valid tokens (the model then runs on the difference stream alone).
-Embeddings are cached per string: the encoder is frozen and instructions repeat across epochs.
+Embeddings are cached per string, the ``cache_size`` most recently used: the encoder is frozen and
+instructions repeat across epochs.
 """
 
 from __future__ import annotations
@@ -81,9 +82,12 @@ class TextEncoder(nn.Module):
             chunk = todo[i:i + 256]
             for text, emb in zip(chunk, self._encode_new(chunk)):
                 self._cache[text] = emb
+        embs = [self._cache[t] if t else torch.zeros(0, self.dim) for t in texts]
+        for t in texts:  # least recently used first out: this batch's strings stay
+            if t:
+                self._cache.move_to_end(t)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        embs = [self._cache[t] if t else torch.zeros(0, self.dim) for t in texts]
         length = max(1, max(e.shape[0] for e in embs))
         tokens = torch.zeros(len(texts), length, self.dim)
         valid = torch.zeros(len(texts), length, dtype=torch.bool)

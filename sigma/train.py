@@ -5,11 +5,25 @@ the checkpointed weights, optimizer, schedule and EMA teacher this makes resume 
 restore: flips are drawn from a generator seeded by (seed, stage, step)). Batch keys:
 
 - ``feats_o`` / ``feats_e``: lists of three feature maps (strides 4/8/16), or ``original`` / ``edited``
-  images in [0,1] (then the trainer's frozen backbone computes them);
+  images in [0,1] only (then the trainer's frozen backbone computes them on the fly, without gradients,
+  under bf16 autocast on CUDA);
 - ``mask`` (B,1,H,W) in {0,1} (not needed for the self-training corpus); ``intended`` (B,1,H,W): the
   part of the mask the instruction describes (defaults to ``mask``); ``instruction``: list of strings;
 - ``roundtrip`` (B,) bool: the pair's edited image went through an autoencoder round trip, so every
-  unedited pixel carries round-trip noise (used by the disentanglement loss).
+  unedited pixel carries round-trip noise (used by the disentanglement loss);
+- optional ``slots`` (list of int) and ``global_size``: where each sample sits in the step's global batch
+  (for a process's share that is not simply its rank's equal slice, e.g. after a pair was skipped).
+
+Data parallel (a ``torch.distributed`` process group, e.g. under torchrun; gloo on CPU, NCCL on GPU): each
+process's ``batch_at(step)`` gives its share of the step's global batch (the runner splits it by rank), and
+the trainer averages the gradients over the processes before every update, as DistributedDataParallel
+does. It does so itself (one all-reduce of which parameters have gradients, one of the gradients, flat),
+because Stage II runs the student twice per step (the labelled batch and the corpus batch) before one
+backward, which DistributedDataParallel does not allow, and because some heads get no gradient in some
+stages (the embedding head in Stage I). Every process starts from rank 0's weights, so students,
+optimizers and EMA teachers (copied from the student at the same step and updated from the same weights)
+stay identical across processes (checked at each stage's end); flips are drawn for the global batch and
+sliced per rank. Rank 0 writes the checkpoints, every rank resumes from them.
 """
 
 from __future__ import annotations
@@ -24,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from sigma.losses import bce_dice, disentangle_loss, prior_loss, pseudo_labels
@@ -92,6 +107,13 @@ def _flip_batch(batch: Batch, which: torch.Tensor) -> Batch:
     return out
 
 
+def process_group() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class SigmaTrainer:
     def __init__(self, net: SigmaNet, text_encoder: torch.nn.Module | None, device: torch.device, out_dir: str | Path,
                  seed: int = 0, backbone: torch.nn.Module | None = None, progress: bool = True):
@@ -101,7 +123,8 @@ class SigmaTrainer:
         self.out_dir = Path(out_dir)
         self.seed = seed
         self.backbone = backbone.to(device) if backbone is not None else None
-        self.progress = progress
+        self.rank, self.world = process_group()
+        self.progress = progress and self.rank == 0
         self.teacher: SigmaNet | None = None
         self.history: list[dict[str, float]] = []
 
@@ -121,13 +144,26 @@ class SigmaTrainer:
                 out[k] = v
         return out
 
+    @torch.no_grad()
+    def features(self, batch: Batch, difference: bool) -> tuple[list[torch.Tensor] | None, list[torch.Tensor]]:
+        """The frozen backbone's pyramids of the batch's original (when the heads difference) and edited
+        images, in one forward pass, as float32 (the backbone runs under bf16 autocast on CUDA)."""
+        if self.backbone is None:
+            raise ValueError("batch has images but no features, and the trainer has no backbone")
+        images = torch.cat([batch["original"], batch["edited"]]) if difference else batch["edited"]
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            levels = [f.float() for f in self.backbone(images)]
+        if not difference:
+            return None, levels
+        n = len(batch["edited"])
+        return [f[:n] for f in levels], [f[n:] for f in levels]
+
     def forward(self, net: SigmaNet, batch: Batch) -> dict[str, torch.Tensor]:
         feats_o, feats_e = batch.get("feats_o"), batch.get("feats_e")
         if feats_e is None:
-            if self.backbone is None:
-                raise ValueError("batch has images but no features, and the trainer has no backbone")
-            feats_e = self.backbone(batch["edited"])
-            feats_o = self.backbone(batch["original"]) if net.cfg.difference else None
+            feats_o, feats_e = self.features(batch, net.cfg.difference)
         text = valid = None
         if net.cfg.use_text:
             text, valid = self.text(batch["instruction"], self.device)
@@ -148,11 +184,63 @@ class SigmaTrainer:
             parts["prior"] = float(p.detach())
         return loss, parts
 
-    def _flips(self, stage: int, step: int, n: int, cfg: StageConfig) -> torch.Tensor:
+    def _flips(self, stage: int, step: int, batch: Batch, cfg: StageConfig) -> torch.Tensor:
+        """Which samples to mirror: drawn for the step's global batch, this process's samples taken (the
+        batch's ``slots`` in a ``global_size`` batch when it says so, else its equal share by rank), so a
+        sample's flip does not depend on the number of processes."""
+        n = len(batch["instruction"])
         if not cfg.flip:
             return torch.zeros(n, dtype=torch.bool)
         g = torch.Generator().manual_seed(hash((self.seed, stage, step)) % (2 ** 31))
-        return torch.rand(n, generator=g) < 0.5
+        if batch.get("slots") is not None:
+            return (torch.rand(int(batch["global_size"]), generator=g) < 0.5)[torch.as_tensor(batch["slots"])]
+        return (torch.rand(n * self.world, generator=g) < 0.5)[self.rank * n:(self.rank + 1) * n]
+
+    # ------------------------------------------------------------------------------------------ processes
+
+    def _broadcast(self) -> None:
+        """Every process takes rank 0's weights (student and teacher), as DistributedDataParallel does."""
+        for net in (self.net, self.teacher):
+            if net is not None:
+                for t in net.state_dict().values():
+                    dist.broadcast(t, 0)
+
+    def _average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Mean of every process's gradients. A parameter no process gave a gradient keeps none (AdamW skips
+        it, as in one process); one that only some processes reached counts zero from the others."""
+        reached = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=self.device)
+        dist.all_reduce(reached)
+        used = [p for p, r in zip(params, reached.tolist()) if r > 0]
+        if not used:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in used])
+        dist.all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in used:
+            p.grad = flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+
+    def _check_replicas(self) -> None:
+        """Every process holds the same student and teacher, bit for bit (a checksum of each, gathered): a
+        drift would mean the processes no longer train one model. Raises naming what differs."""
+        sums = torch.tensor([sum(float(p.double().sum()) for p in net.parameters()) if net is not None else 0.0
+                             for net in (self.net, self.teacher)], dtype=torch.float64, device=self.device)
+        gathered = [torch.zeros_like(sums) for _ in range(self.world)]
+        dist.all_gather(gathered, sums)
+        if any(not torch.equal(g, gathered[0]) for g in gathered):
+            raise RuntimeError(f"the {self.world} processes' SIGMA weights differ (student, teacher checksums per "
+                               f"rank: {[g.tolist() for g in gathered]}); the processes must run the same code on the "
+                               "same step functions")
+
+    def _mean_parts(self, parts: dict[str, float]) -> dict[str, float]:
+        """Loss parts averaged over the processes (the history logs the global batch's losses)."""
+        if self.world == 1 or not parts:
+            return parts
+        keys = list(parts)  # built in the same order on every process
+        values = torch.tensor([parts[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(values)
+        return dict(zip(keys, (values / self.world).tolist()))
 
     # ------------------------------------------------------------------------------------------ checkpoints
 
@@ -162,7 +250,10 @@ class SigmaTrainer:
                 "stage_config": asdict(cfg), "history": self.history}
 
     def _save(self, state: dict, name: str) -> Path:
-        return save_file(state, self.out_dir / name)
+        path = self.out_dir / name
+        if self.rank == 0:
+            save_file(state, path)
+        return path
 
     def _resume(self, stage: int, opt, sched) -> int:
         path = self.out_dir / f"stage{stage}_last.pt"
@@ -188,6 +279,8 @@ class SigmaTrainer:
         opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(cfg.warmup, cfg.steps))
         start = self._resume(stage, opt, sched)
+        if self.world > 1:
+            self._broadcast()
         t0 = time.perf_counter()
         bar = tqdm(range(start, cfg.steps), desc=f"SIGMA stage {stage}", disable=not self.progress, initial=start,
                    total=cfg.steps)
@@ -202,6 +295,9 @@ class SigmaTrainer:
             loss, parts = step_fn(step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if self.world > 1:
+                self._average_gradients(params)
+                parts = self._mean_parts(parts)
             torch.nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             sched.step()
@@ -219,6 +315,9 @@ class SigmaTrainer:
             if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
                 self._save(self._state(stage, step + 1, opt, sched, cfg), f"stage{stage}_last.pt")
         self._save(self._state(stage, cfg.steps, opt, sched, cfg), f"stage{stage}_last.pt")
+        if self.world > 1:
+            self._check_replicas()
+            dist.barrier()  # the stage's last checkpoint exists before any process reads it (a later variant)
         return {"steps": cfg.steps, "seconds": round(time.perf_counter() - t0, 1), "final": running}
 
     def stage1(self, cfg: StageConfig, batch_at: Callable[[int], Batch]) -> dict:
@@ -226,7 +325,7 @@ class SigmaTrainer:
 
         def step_fn(step: int):
             batch = self._move(batch_at(step))
-            batch = _flip_batch(batch, self._flips(1, step, len(batch["instruction"]), cfg))
+            batch = _flip_batch(batch, self._flips(1, step, batch, cfg))
             out = self.forward(self.net, batch)
             return self._supervised(out, batch, cfg)
 
@@ -242,7 +341,7 @@ class SigmaTrainer:
 
         def step_fn(step: int):
             batch = self._move(supervised_at(step))
-            batch = _flip_batch(batch, self._flips(2, step, len(batch["instruction"]), cfg))
+            batch = _flip_batch(batch, self._flips(2, step, batch, cfg))
             out = self.forward(self.net, batch)
             loss, parts = self._supervised(out, batch, cfg)
             if cfg.disentangle and cfg.calibration:
@@ -257,7 +356,7 @@ class SigmaTrainer:
                     teacher_prob = torch.sigmoid(self.forward(self.teacher, corpus)["mask_logits"].float())
                 target, weight = pseudo_labels(teacher_prob, cfg.confident_hi, cfg.confident_lo)
                 corpus = dict(corpus, mask=target, pseudo_weight=weight)
-                corpus = _flip_batch(corpus, self._flips(3, step, len(corpus["instruction"]), cfg))
+                corpus = _flip_batch(corpus, self._flips(3, step, corpus, cfg))
                 out_c = self.forward(self.net, corpus)
                 st = bce_dice(out_c["mask_logits"], corpus["mask"], weight=corpus["pseudo_weight"])
                 loss = loss + cfg.self_training_weight * st

@@ -82,6 +82,7 @@ def test_dataset_configs_point_at_real_adapters_and_suites():
 def _twins():
     from benchmarks.evaluation.detectors import TestConfig
     from benchmarks.evaluation.generators import EvalConfig
+    from benchmarks.sigma_training.inputs import SigmaDataConfig
     from benchmarks.synth.editor import RoundTripConfig
     from benchmarks.training.config import HarnessTraining
     from detectors.train import TrainConfig
@@ -92,6 +93,7 @@ def _twins():
         pytest.param(SigmaConfig, "sigma/default.yaml", "model", id="sigma.model"),
         pytest.param(StageConfig, "sigma/default.yaml", "stage1", id="sigma.stage1"),
         pytest.param(Stage2Config, "sigma/default.yaml", "stage2", id="sigma.stage2"),
+        pytest.param(SigmaDataConfig, "sigma/default.yaml", "data", id="sigma.data"),
         pytest.param(TrainConfig, "train/default.yaml", "", id="train (trainer keys)"),
         pytest.param(HarnessTraining, "train/default.yaml", "", id="train (harness keys)"),
         pytest.param(TestConfig, "train/default.yaml", "test", id="train.test"),

@@ -23,13 +23,18 @@ Row selection is by *global* row index (files sorted, rows counted from each foo
 keeps rows ``i % n == r``, so torchrun ranks partition the corpus without overlap or gap, and shards
 compose (``ParquetPairsDataset`` shards a rank's rows again across DataLoader workers). ``start_row``
 resumes after the last row written (each row carries its global index as ``row``).
+
+Random access (``row_at(i)``, for training that draws rows): the row is read with its whole row group,
+and the last ``keep_groups`` groups read stay in memory (their needed columns, still encoded), so rows
+drawn from a few row groups at a time cost one read per group; memory is bounded by those groups.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-from collections import Counter
+from bisect import bisect_right
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +184,7 @@ class ParquetPairs:
 
     def __init__(self, files: str | Path | Sequence[str | Path], *, columns: dict[str, Any] | None = None,
                  mask_reader: MaskReader = "auto", on_error: str = "raise", skip_log: SkipLog | None = None,
-                 batch_size: int = 8, start_row: int = 0, extra: Sequence[str] = ()):
+                 batch_size: int = 8, start_row: int = 0, extra: Sequence[str] = (), keep_groups: int = 4):
         if on_error not in ("raise", "skip"):
             raise DataError(f"on_error={on_error!r}; use 'raise' or 'skip'", reason="bad-value")
         if not callable(mask_reader) and mask_reader not in MASK_READERS:
@@ -197,11 +202,15 @@ class ParquetPairs:
         self.extra = tuple(extra)
         self.rank, self.world_size = 0, 1
         self._row_counts: list[int] | None = None
+        self.keep_groups = max(1, int(keep_groups))
+        self._groups: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (file, group) -> pa.Table (row_at)
+        self._group_starts: list[tuple[int, int, int]] | None = None     # (global start, file, group)
 
     def __getstate__(self) -> dict[str, Any]:  # picklable for spawned DataLoader workers (SkipLog holds a lock)
         state = dict(self.__dict__)
         skip_log = state.pop("skip_log")
         state["_skip_state"] = (skip_log.path, dict(skip_log.counts))
+        state["_groups"] = OrderedDict()  # each process reads its own row groups
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -262,6 +271,73 @@ class ParquetPairs:
         total = sum(self.row_counts)
         first = self.start_row + (self.rank - self.start_row) % self.world_size
         return max(0, (total - first + self.world_size - 1) // self.world_size)
+
+    # ---- random access ---------------------------------------------------------------------------
+    @property
+    def row_groups(self) -> list[tuple[int, int]]:
+        """Every row group as its global row range ``(start, stop)``, in file order (footers only)."""
+        return [(start, start + n) for start, n in self._group_sizes()]
+
+    def _group_sizes(self) -> list[tuple[int, int]]:
+        if self._group_starts is None:
+            starts, base = [], 0
+            for f, (path, count) in enumerate(zip(self.files, self.row_counts)):
+                if count:
+                    meta = pq.read_metadata(path)
+                    for g in range(meta.num_row_groups):
+                        starts.append((base, f, g))
+                        base += meta.row_group(g).num_rows
+                else:
+                    base += count
+            self._group_starts = starts
+        bounds = [s for s, _, _ in self._group_starts] + [sum(self.row_counts)]
+        return [(bounds[i], bounds[i + 1] - bounds[i]) for i in range(len(self._group_starts))]
+
+    def row_at(self, index: int) -> dict[str, Any] | None:
+        """Global row `index` (the dict iteration yields), read with its row group: see the module docstring.
+        None when the row is bad and ``on_error="skip"`` (recorded in the skip log)."""
+        total = sum(self.row_counts)
+        if not 0 <= index < total:
+            raise IndexError(f"row {index} of {total}")
+        self._group_sizes()
+        starts = [s for s, _, _ in self._group_starts]
+        k = bisect_right(starts, index) - 1
+        start, f, group = self._group_starts[k]
+        path = self.files[f]
+        base = sum(self.row_counts[:f])
+        try:
+            cmap, table = self._group(f, group)
+        except DataError as err:
+            if self.on_error == "raise":
+                raise
+            self.skip_log.record(f"{path}#rg{group}", err)
+            return None
+        j = index - start
+        cell = {c: table.column(c)[j].as_py() for c in table.column_names}
+        return self._row(path, index - base, index, cell, cmap)
+
+    def _group(self, f: int, group: int) -> tuple[ColumnMap, Any]:
+        key = (f, group)
+        if key in self._groups:
+            self._groups.move_to_end(key)
+            return self._groups[key]
+        path = self.files[f]
+        try:
+            with pq.ParquetFile(path) as pf:
+                names = pf.schema_arrow.names
+                cmap = resolve_columns(names, self.columns, where=str(path))
+                missing = [c for c in self.extra if c not in names]
+                if missing:
+                    raise DataError(f"{path}: extra column(s) {missing} not in this file; its columns are {names}",
+                                    path=path, reason="unknown-columns")
+                wanted = list(dict.fromkeys(cmap.needed + list(self.extra)))
+                table = pf.read_row_group(group, columns=wanted, use_threads=False)
+        except (OSError, pa.ArrowException) as exc:
+            raise DataError(f"{path}: row group {group} is unreadable ({exc})", path=path, reason="corrupt") from exc
+        self._groups[key] = (cmap, table)
+        while len(self._groups) > self.keep_groups:
+            self._groups.popitem(last=False)
+        return cmap, table
 
     # ---- reading ---------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:

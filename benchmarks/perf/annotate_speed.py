@@ -51,6 +51,7 @@ from benchmarks.annotation.loop import (AnnotateOptions, annotate, compile_gener
                                         set_cpu_threads)
 from benchmarks.annotation.stream import PairStream
 from benchmarks.data.pair_sources import open_source
+from benchmarks.perf.memory import children_rss_mb, rss_mb
 
 
 class SyntheticSource:
@@ -95,29 +96,6 @@ class SyntheticSource:
             yield {"index": index, "id": f"syn{index:08d}", "original": original, "edited": edited,
                    "instruction": self.instruction(index), "original_resized": False, "edited_path": None,
                    "original_path": None, "source": f"synthetic#{index}"}
-
-
-def rss_mb(pid: int | str = "self") -> float:
-    """Resident set size from /proc (Linux), in MiB."""
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def children_rss_mb() -> tuple[float, int]:
-    """Summed RSS of this process's live children (the DataLoader workers) and how many there are."""
-    total, count = 0.0, 0
-    with contextlib.suppress(OSError):
-        for task in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{task}/children") as fh:
-                for pid in fh.read().split():
-                    with contextlib.suppress(OSError):
-                        value = rss_mb(pid)
-                        if value == value:  # a zombie has no VmRSS
-                            total, count = total + value, count + 1
-    return total, count
 
 
 def build_generator(name: str, device: torch.device, overrides: list[str], random_heads: bool = False):

@@ -1,7 +1,9 @@
 """SIGMA's training data, prepared once per set of inputs and cached: the Stage I inpainting pairs, the
 editor round-trip calibration pairs (a diffusers VAE, or the offline stand-in autoencoder trained here on
 unedited photos) and the unlabelled corpus, all as indices into one feature bank, plus the ``step ->
-batch`` functions the stages draw from.
+batch`` functions the stages draw from. :func:`prepare_data` picks this bank or the stream
+(:mod:`~benchmarks.sigma_training.stream`) by ``sigma.data.source``; under torchrun rank 0 prepares (and
+caches) first and the other ranks then read its cache.
 
 Cache: ``<paths.home>/cache/sigma/<key>/`` (``data.pt``, ``standin_ae.pt``, ``key.json``), keyed by the
 hash of every input (the sets' manifests, backbone and its weights, autoencoder, calibration settings,
@@ -20,45 +22,40 @@ import torch
 from omegaconf import DictConfig
 
 from benchmarks.config import to_container
-from benchmarks.data.datasets import suite_root
+from benchmarks.distributed import barrier, is_main, rank_world
 from benchmarks.io import content_hash, file_hash, save_torch, write_json
 from benchmarks.paths import config_roots, portable
 from benchmarks.sigma_training.bank import BANK_FORMAT, FeatureBank, PairTable, load_bank, load_pairs, save_bank
+from benchmarks.sigma_training.inputs import backbone_path, data_config, training_sets
+from benchmarks.sigma_training.stream import prepare_stream
+
+__all__ = ["SigmaTrainingData", "backbone_path", "prepare_bank", "prepare_data", "training_sets"]
 
 log = logging.getLogger(__name__)
-
-
-def backbone_path(cfg: DictConfig) -> str | None:
-    """The frozen backbone's weights: ``sigma.backbone_path``, else the offline EfficientNet-Lite0 file."""
-    if cfg.sigma.backbone_path:
-        return str(cfg.sigma.backbone_path)
-    if cfg.sigma.model.backbone == "tf_efficientnet_lite0":
-        from benchmarks.weights import efficientnet_lite0_path
-
-        return str(efficientnet_lite0_path())
-    return None
-
-
-def training_sets(cfg: DictConfig) -> tuple[Path, Path]:
-    """The Stage I inpainting set and the unlabelled corpus: given folders, or the synthetic suite's."""
-    if cfg.sigma.inpainting and cfg.sigma.corpus:
-        return Path(cfg.sigma.inpainting), Path(cfg.sigma.corpus)
-    root = suite_root(cfg, cfg.sigma.suite)
-    return Path(cfg.sigma.inpainting or root / "inpainting"), Path(cfg.sigma.corpus or root / "corpus")
 
 
 class SigmaTrainingData:
     """The three pair tables SIGMA trains on, over one FeatureBank, built once and cached on disk."""
 
+    streamed = False  # batches carry the bank's features (the trainer needs no backbone)
+
     def __init__(self, bank: FeatureBank, stage1: PairTable, calibration: PairTable, corpus: PairTable, info: dict):
         self.bank, self.stage1, self.calibration, self.corpus, self.info = bank, stage1, calibration, corpus, info
 
-    def batch_fn(self, table: PairTable, tag: int, batch_size: int, seed: int):
-        """``step -> batch``: indices drawn from a generator seeded by (seed, tag, step) — deterministic."""
+    def batch_fn(self, table: PairTable, tag: int, batch_size: int, seed: int, steps: int | None = None):
+        """``step -> batch``: `batch_size` indices drawn from a generator seeded by (seed, tag, step) —
+        deterministic; under torchrun each rank takes its equal share of them (`steps` is the stream's)."""
+        rank, world = rank_world()
+        if batch_size % world:
+            raise ValueError(f"sigma.batch_size={batch_size} is the global batch: it must split evenly over the "
+                             f"{world} processes")
+        share = batch_size // world
 
         def at(step: int) -> dict[str, Any]:
             rng = np.random.default_rng((seed, tag, step))
             idx = rng.integers(0, len(table), batch_size)
+            if world > 1:
+                idx = idx[rank * share:(rank + 1) * share]
             orig = [table.orig[i] for i in idx]
             edit = [table.edit[i] for i in idx]
             batch: dict[str, Any] = {"feats_o": self.bank.features(orig), "feats_e": self.bank.features(edit),
@@ -74,7 +71,19 @@ class SigmaTrainingData:
         return at
 
 
-def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True) -> SigmaTrainingData:
+def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True):
+    """The training data of ``sigma.data.source``: the cached bank (:func:`prepare_bank`) or the stream
+    (:func:`~benchmarks.sigma_training.stream.prepare_stream`). Under torchrun rank 0 prepares first."""
+    prepare = prepare_stream if data_config(cfg).source == "stream" else prepare_bank
+    if is_main():
+        data = prepare(cfg, device, progress)
+        barrier()
+        return data
+    barrier()  # rank 0 has written the caches this reads
+    return prepare(cfg, device, progress=False)
+
+
+def prepare_bank(cfg: DictConfig, device: torch.device, progress: bool = True) -> SigmaTrainingData:
     from sigma.backbone import FrozenBackbone
     from sigma.roundtrip import DiffusersVAE, editor_roundtrip, train_standin
 

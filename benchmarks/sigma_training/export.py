@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from benchmarks.config import save_resolved, to_container
-from benchmarks.distributed import device_for
+from benchmarks.distributed import device_for, is_main
 from benchmarks.io import file_hash, write_json
 from benchmarks.paths import config_roots, portable_tree
 from benchmarks.sigma_training.data import prepare_data
@@ -45,9 +45,14 @@ def export(net, cfg: DictConfig, summary: dict, path: Path, data_info: dict) -> 
                           "text_encoder_path": cfg.sigma.text_encoder_path, "data": data_info,
                           "stage1": summary.get("stage1"), "stage2": summary.get("stage2"),
                           "profile": cfg.profile.name}, roots)
+    if summary.get("skipped"):
+        meta["skipped"] = summary["skipped"]
     save_checkpoint(path, net, meta)
+    # sigma.data (how pairs reached the trainer) is recorded in data_info when it mattered (the stream's
+    # settings); the bank path's record stays what it was before that node existed
+    config = {k: v for k, v in to_container(cfg.sigma).items() if k != "data"}
     sidecar = {"checkpoint": path.name, "sha256_16": file_hash(path, 16),
-               "config": portable_tree(to_container(cfg.sigma), roots), **meta, "history": summary.get("history", [])}
+               "config": portable_tree(config, roots), **meta, "history": summary.get("history", [])}
     write_json(path.with_suffix(".json"), sidecar)
     return path
 
@@ -63,7 +68,8 @@ def train_and_export(cfg: DictConfig, variant: str = "sigma (full)", stage: str 
     device = device_for(cfg.device)
     t0 = time.perf_counter()
     data = prepare_data(cfg, device)
-    save_resolved(cfg, work_dir(cfg, data, variant))
+    if is_main():
+        save_resolved(cfg, work_dir(cfg, data, variant))
     stage1_from = None
     if stage == "2":
         stage1_from = work_dir(cfg, data, variant) / "stage1_last.pt"
@@ -73,6 +79,8 @@ def train_and_export(cfg: DictConfig, variant: str = "sigma (full)", stage: str 
                                  stage1_only_from=stage1_from)
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     target = Path(cfg.sigma.export) if variant == "sigma (full)" else grounding_export(cfg)
+    if not is_main():  # under torchrun every rank holds the same heads; rank 0 writes them
+        return target, summary, data.info
     out = export(net, cfg, summary, target, data.info)
     save_resolved(cfg, out.parent, "config.yaml" if variant == "sigma (full)" else f"{out.stem}.config.yaml")
     return out, summary, data.info

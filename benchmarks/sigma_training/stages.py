@@ -2,7 +2,8 @@
 where each trains (stage checkpoints for exact resume), and one variant trained on a prepared data bank.
 
 The stages themselves are :class:`sigma.train.SigmaTrainer` (the model library); this module turns a
-composed config into its typed configs and hands the trainer deterministic ``step -> batch`` functions.
+composed config into its typed configs and hands the trainer deterministic ``step -> batch`` functions, of
+bank features or, for streamed data, of images (then the trainer gets the frozen backbone).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import torch
 from omegaconf import DictConfig
 
 from benchmarks.config import to_container, typed
-from benchmarks.distributed import device_for
+from benchmarks.distributed import device_for, rank_world
 from benchmarks.io import content_hash
 from benchmarks.sigma_training.data import SigmaTrainingData
+from benchmarks.sigma_training.inputs import backbone_path
 from sigma.model import SigmaConfig
 from sigma.serialization import load_file
 from sigma.train import Stage2Config, StageConfig
@@ -54,8 +56,10 @@ def slug(name: str) -> str:
 def work_dir(cfg: DictConfig, data: SigmaTrainingData, variant: str = "sigma (full)") -> Path:
     """Where a variant trains (stage checkpoints for exact resume): the full model in <home>/sigma/<key>/,
     the others beside it, so ablations reuse the full model's run instead of repeating it. The key covers
-    the training inputs: the data bank's key and the sigma config (not where the heads are exported)."""
-    training = {k: v for k, v in to_container(cfg.sigma).items() if k != "export"}
+    the training inputs: the data's key (the bank's, or the stream's, which covers its resize, windows and
+    retries) and the sigma config, not where the heads are exported nor ``sigma.data`` (how the pairs are
+    delivered: on the bank path it changes nothing, and the stream's key already holds what counts)."""
+    training = {k: v for k, v in to_container(cfg.sigma).items() if k not in ("export", "data")}
     root = Path(cfg.paths.home) / "sigma" / content_hash({"data": data.info["cache_key"], "sigma": training})
     return root if variant == "sigma (full)" else root / "variants" / slug(variant)
 
@@ -92,12 +96,20 @@ def train(cfg: DictConfig, data: SigmaTrainingData, work: Path, model_overrides:
     from sigma.text import TextEncoder
     from sigma.train import SigmaTrainer
 
+    from sigma.backbone import FrozenBackbone
+
     device = device or device_for(cfg.device)
     scfg = sigma_config(cfg, **(model_overrides or {}))
     torch.manual_seed(int(cfg.sigma.seed))
     net = SigmaNet(scfg)
-    text = TextEncoder(scfg.text_encoder, path=cfg.sigma.text_encoder_path) if scfg.use_text else None
-    trainer = SigmaTrainer(net, text, device, work, seed=int(cfg.sigma.seed), progress=progress)
+    streamed = getattr(data, "streamed", False)
+    text_options = {"cache_size": data.cfg.text_cache} if streamed else {}
+    text = TextEncoder(scfg.text_encoder, path=cfg.sigma.text_encoder_path, **text_options) if scfg.use_text else None
+    backbone = FrozenBackbone(scfg.backbone, pretrained_path=backbone_path(cfg)) if streamed else None
+    if streamed:
+        rank = rank_world()[0]
+        data.log_skips(work / ("skipped.jsonl" if rank == 0 else f"skipped.rank{rank}.jsonl"))
+    trainer = SigmaTrainer(net, text, device, work, seed=int(cfg.sigma.seed), progress=progress, backbone=backbone)
     bs = int(cfg.sigma.batch_size)
     seed = int(cfg.sigma.seed)
     summary: dict[str, Any] = {"model": scfg.to_dict()}
@@ -106,14 +118,17 @@ def train(cfg: DictConfig, data: SigmaTrainingData, work: Path, model_overrides:
         net.load_state_dict(load_file(stage1_from)["net"])
         summary["stage1"] = {"from": str(stage1_from)}
     else:
-        summary["stage1"] = trainer.stage1(s1, data.batch_fn(data.stage1, 1, bs, seed))
+        summary["stage1"] = trainer.stage1(s1, data.batch_fn(data.stage1, 1, bs, seed, steps=s1.steps))
     if run_stage2:
         s2 = stage_config(cfg.sigma.stage2, 2, **(stage2_overrides or {}))
         supervised = data.calibration if s2.calibration else data.stage1
-        summary["stage2"] = trainer.stage2(s2, data.batch_fn(supervised, 2, bs, seed),
-                                           data.batch_fn(data.corpus, 3, bs, seed) if s2.self_training else None)
+        summary["stage2"] = trainer.stage2(
+            s2, data.batch_fn(supervised, 2, bs, seed, steps=s2.steps),
+            data.batch_fn(data.corpus, 3, bs, seed, steps=s2.steps) if s2.self_training else None)
         summary["stage2_config"] = {k: getattr(s2, k) for k in ("calibration", "self_training", "disentangle")}
         if trainer.teacher is not None:  # the mean teacher is the smoother model: it is the one we keep
             net.load_state_dict(trainer.teacher.state_dict())
+    if streamed:
+        summary["skipped"] = data.skips.summary()
     summary["history"] = trainer.history
     return net.eval(), summary

@@ -251,3 +251,22 @@ def test_sigma_runs_on_empty_instructions_and_odd_sizes(heads_checkpoints):
     out = gen.generate(original, edited, ["", "remove the red thing in the top left"])
     assert out.shape == (2, 1, 50, 50) and torch.isfinite(out).all()
     assert torch.equal(gen.generate(original, edited, None), gen.generate(original, edited, ["", ""]))
+
+
+def test_prior_check_swaps_instructions_and_scores_the_prior_against_the_truth(heads_checkpoints):
+    from benchmarks.perf.prior_check import InstructionSwap
+
+    original, edited, _ = _pair(b=3, size=64)
+    seen = {}
+    for kind in ("own", "empty", "other"):
+        swap = InstructionSwap(build("sigma", heads_checkpoints), kind)
+        assert swap._text(["a", "b", "c"]) == {"own": ["a", "b", "c"], "empty": ["", "", ""],
+                                               "other": ["b", "c", "a"]}[kind]
+        truth = torch.zeros(3, 1, 64, 64)
+        truth[..., :32, :32] = 1
+        out = swap(original, edited, ["remove the top left square", "recolour it", ""], truth=truth)
+        assert out.shape == (3, 1, 64, 64)
+        stats = swap.prior_stats()
+        assert 0 <= stats["prior_auc"] <= 1 and 0 <= stats["gate_out"] <= 1
+        seen[kind] = stats["gate_in"]
+    assert seen["own"] != seen["empty"]  # the prior reads the words

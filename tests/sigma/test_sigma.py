@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -229,6 +230,19 @@ def test_training_folder_depends_on_training_inputs_not_on_the_export_path(tmp_p
     assert work_dir(cfg(), data) != work_dir(cfg(seed=1), data)
     assert work_dir(cfg(), data) != work_dir(cfg(), SimpleNamespace(info={"cache_key": "bank-2"}))
     assert work_dir(cfg(), data, "grounding_only").parent.parent == work_dir(cfg(), data)
+    # how pairs are delivered (sigma.data) is not a training input: folders of configs without it stay
+    assert work_dir(cfg(), data) == work_dir(cfg(data={"source": "bank", "workers": 7}), data)
+
+
+def test_the_data_node_stays_out_of_the_exported_record(tmp_path):
+    from omegaconf import OmegaConf
+
+    from benchmarks.sigma_training.export import export
+
+    cfg = OmegaConf.create({"sigma": {"backbone_path": None, "text_encoder_path": None, "seed": 0,
+                                      "data": {"source": "bank"}}, "profile": {"name": "t"}})
+    path = export(SigmaNet(SigmaConfig()), cfg, {}, tmp_path / "sigma.pt", {})
+    assert "data" not in json.loads(path.with_suffix(".json").read_text())["config"]
 
 
 def test_randomized_calibration_round_trip_is_seeded_and_varies_per_sample():
