@@ -139,10 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "interrupted run resumes exactly. Under torchrun (--nproc-per-node N) the processes train "
                     "data-parallel (sigma.batch_size is the global batch; gloo on CPU, NCCL on GPU; rank 0 writes). "
                     "--variant grounding_only trains the instruction-only baseline; --variant ablations trains every "
-                    "ablation and writes results/leaderboards/sigma_ablations.md.")
+                    "ablation and writes results/leaderboards/sigma_ablations.md; --variant lofo trains SIGMA once "
+                    "without each manipulation family (--family: some of them) and writes "
+                    "results/leaderboards/sigma_lofo.md.")
     trains.add_argument("--stage", default="all", choices=["1", "2", "all"], help="which stages to run")
-    trains.add_argument("--variant", default="sigma", choices=["sigma", "grounding_only", "ablations"],
+    trains.add_argument("--variant", default="sigma", choices=["sigma", "grounding_only", "ablations", "lofo"],
                         help="what to train")
+    trains.add_argument("--family", default=None,
+                        help="with --variant lofo: the families to leave out, a comma list (default: every family)")
     _common(trains)
     traind = _command(
         sub, "train-detector", "train IML detectors on an IML training list (a generator's masks or ground truth)",

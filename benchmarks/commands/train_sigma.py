@@ -1,5 +1,6 @@
 """`bench train-sigma`: prepare SIGMA's data (the cached feature bank, or the stream), train Stage I and
-Stage II, export the heads; or train every ablation (the library: :mod:`benchmarks.sigma_training`).
+Stage II, export the heads; or train every ablation, or the leave-one-family-out models (the library:
+:mod:`benchmarks.sigma_training`).
 
 Outputs: a work folder ``<paths.home>/sigma/<key>/`` (stage checkpoints for exact resume, logs, and for
 streamed data ``skipped.jsonl``) and the small exported checkpoint ``sigma.export`` (default
@@ -17,6 +18,7 @@ from benchmarks.config import check_option, compose
 from benchmarks.distributed import init_process_group, is_main, leave_process_group
 from benchmarks.sigma_training.ablations import run_ablations
 from benchmarks.sigma_training.export import train_and_export
+from benchmarks.sigma_training.lofo import run_lofo
 
 
 def train_sigma_command(args: argparse.Namespace) -> int:
@@ -24,10 +26,11 @@ def train_sigma_command(args: argparse.Namespace) -> int:
     check_option("profile", args.profile)
     overrides = [f"profile={args.profile}", *args.overrides]
     cfg = compose(overrides, command="train-sigma")
-    if args.variant == "ablations":
+    if args.variant in ("ablations", "lofo"):
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise ValueError("--variant ablations trains its variants in one process; run it without torchrun")
-        path = run_ablations(cfg, overrides)
+            raise ValueError(f"--variant {args.variant} trains its variants in one process; run it without torchrun")
+        families = args.family.split(",") if getattr(args, "family", None) else None
+        path = run_ablations(cfg, overrides) if args.variant == "ablations" else run_lofo(cfg, overrides, families)
         print(path.read_text())
         print(path)
         return 0

@@ -35,13 +35,13 @@ from benchmarks.metrics.suite import MetricSuite, SlicedSuite
 from benchmarks.paths import config_roots, portable_tree
 from benchmarks.sigma_training.bank import FeatureBank, load_pairs
 from benchmarks.sigma_training.data import backbone_path, prepare_data
+from benchmarks.sigma_training.inputs import FAMILIES
 from benchmarks.sigma_training.export import export, grounding_export
 from benchmarks.sigma_training.stages import VARIANTS, train_variant
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("feature_diff", "pixel_diff", "pixel_diff_otsu", "aligned_diff", "aligned_semantic")
-FAMILIES = ("removal", "splice", "recolour", "restyle", "copymove")
 # column -> the datasets it averages, besides the five test benchmarks: val-photo sets first (choices are judged
 # there), then sets that were never used for a choice
 EXTRA_SETS: dict[str, tuple[str, ...]] = {

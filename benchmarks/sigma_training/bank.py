@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,17 +101,22 @@ class FeatureBank:
         return bank
 
 
-def load_pairs(folder: Path, with_masks: bool, exclude_split: str | None = None
+def load_pairs(folder: Path, with_masks: bool, exclude_split: str | None = None,
+               exclude_families: Sequence[str] = ()
                ) -> tuple[list[PairRecord], np.ndarray, np.ndarray, torch.Tensor | None, torch.Tensor | None]:
     """Decode a pairs folder: records, originals, edited (uint8 N,H,W,3), masks and intended masks (bool).
-    Records whose ``split`` is `exclude_split` are left out (logged with their count)."""
+    Records whose ``split`` is `exclude_split`, or whose ``family`` is one of `exclude_families` (leave-one-
+    family-out training), are left out (logged with their counts)."""
     records = read_manifest(folder)
-    if exclude_split:
-        kept = [r for r in records if r.meta.get("split") != exclude_split]
+    for key, excluded in (("split", {exclude_split} if exclude_split else set()), ("family", set(exclude_families))):
+        kept = [r for r in records if r.meta.get(key) not in excluded]
         if len(kept) < len(records):
-            log.info("%s: %d pairs with split=%s left out of SIGMA training", folder, len(records) - len(kept),
-                     exclude_split)
+            log.info("%s: %d pairs with %s in %s left out of SIGMA training", folder, len(records) - len(kept),
+                     key, sorted(excluded))
         records = kept
+    if not records:
+        raise ValueError(f"{folder}: no pairs left for SIGMA training after leaving out split={exclude_split!r} and "
+                         f"families {list(exclude_families)}")
     originals, edited, masks, intended = [], [], [], []
     for rec in records:
         e = load_image(rec.edited)

@@ -26,7 +26,7 @@ from benchmarks.distributed import barrier, is_main, rank_world
 from benchmarks.io import content_hash, file_hash, save_torch, write_json
 from benchmarks.paths import config_roots, portable
 from benchmarks.sigma_training.bank import BANK_FORMAT, FeatureBank, PairTable, load_bank, load_pairs, save_bank
-from benchmarks.sigma_training.inputs import backbone_path, data_config, training_sets
+from benchmarks.sigma_training.inputs import backbone_path, data_config, excluded_families, training_sets
 from benchmarks.sigma_training.stream import prepare_stream
 
 __all__ = ["SigmaTrainingData", "backbone_path", "prepare_bank", "prepare_data", "training_sets"]
@@ -95,6 +95,9 @@ def prepare_bank(cfg: DictConfig, device: torch.device, progress: bool = True) -
                  "standin": to_container(cfg.sigma.standin_ae), "calibration": to_container(cfg.sigma.calibration),
                  "seed": cfg.sigma.seed, "format": BANK_FORMAT,
                  "corpus_exclude_split": cfg.sigma.get("corpus_exclude_split")}
+    families = excluded_families(cfg)
+    if families:  # leave-one-family-out; absent otherwise, so the default bank keeps its key
+        key_parts["exclude_families"] = families
     key = content_hash(key_parts)
     cache = Path(cfg.paths.home) / "cache" / "sigma" / key
     bank_file = cache / "data.pt"
@@ -108,8 +111,8 @@ def prepare_bank(cfg: DictConfig, device: torch.device, progress: bool = True) -
     roots = config_roots(cfg.paths)
     info: dict[str, Any] = {"inpainting": portable(inpainting_dir, roots), "corpus": portable(corpus_dir, roots),
                             "cache": portable(cache, roots), "cache_key": key}
-    recs, inp_o, inp_e, inp_m, inp_int = load_pairs(inpainting_dir, with_masks=True)
-    crecs, cor_o, cor_e, _, _ = load_pairs(corpus_dir, with_masks=False,
+    recs, inp_o, inp_e, inp_m, inp_int = load_pairs(inpainting_dir, with_masks=True, exclude_families=families)
+    crecs, cor_o, cor_e, _, _ = load_pairs(corpus_dir, with_masks=False, exclude_families=families,
                                            exclude_split=cfg.sigma.get("corpus_exclude_split"))
     seed = int(cfg.sigma.seed)
 

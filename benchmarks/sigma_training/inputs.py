@@ -1,5 +1,6 @@
-"""What SIGMA trains on and how it reaches the trainer: the training sets, the frozen backbone's weights and
-``sigma.data``, the typed config that picks the data path (the cached feature bank or the stream)."""
+"""What SIGMA trains on and how it reaches the trainer: the training sets, the families left out of them
+(leave-one-family-out), the frozen backbone's weights and ``sigma.data``, the typed config that picks the
+data path (the cached feature bank or the stream)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 from benchmarks.config import typed
 from benchmarks.data.datasets import suite_root
 from benchmarks.data.loading import check_on_error
+from benchmarks.synth.edits import FAMILIES as EDIT_FAMILIES
 
 SOURCES = ("bank", "stream")
 
@@ -73,3 +75,16 @@ def training_sets(cfg: DictConfig) -> tuple[Path, Path]:
         return Path(cfg.sigma.inpainting), Path(cfg.sigma.corpus)
     root = suite_root(cfg, cfg.sigma.suite)
     return Path(cfg.sigma.inpainting or root / "inpainting"), Path(cfg.sigma.corpus or root / "corpus")
+
+
+FAMILIES = tuple(EDIT_FAMILIES)  # the synthetic suite's manipulation families, in its order
+
+
+def excluded_families(cfg: DictConfig) -> list[str]:
+    """``sigma.exclude_families`` (optional; leave-one-family-out training, :mod:`~benchmarks.sigma_training.lofo`):
+    manipulation families whose pairs stay out of every SIGMA training set; [] when absent."""
+    families = [str(f) for f in (cfg.sigma.get("exclude_families") or [])]
+    unknown = sorted(set(families) - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"sigma.exclude_families: unknown family {unknown}; the families are {list(FAMILIES)}")
+    return sorted(families)

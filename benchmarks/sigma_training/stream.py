@@ -47,7 +47,8 @@ from benchmarks.data.pair_index import PairIndex, open_index
 from benchmarks.distributed import rank_world
 from benchmarks.io import content_hash, file_hash, save_torch, write_json
 from benchmarks.paths import config_roots, portable
-from benchmarks.sigma_training.inputs import SigmaDataConfig, backbone_path, data_config, training_sets
+from benchmarks.sigma_training.inputs import (SigmaDataConfig, backbone_path, data_config, excluded_families,
+                                              training_sets)
 
 log = logging.getLogger(__name__)
 
@@ -382,6 +383,9 @@ def prepare_stream(cfg: DictConfig, device: torch.device, progress: bool = True)
     from sigma.roundtrip import editor_roundtrip_per_sample
 
     t0 = time.perf_counter()
+    if excluded_families(cfg):
+        raise ValueError("sigma.exclude_families (leave-one-family-out) is built for the feature bank only; run it "
+                         "with sigma.data.source=bank")
     dcfg = data_config(cfg)
     inpainting_dir, corpus_dir = training_sets(cfg)
     keep = dcfg.parquet_window
