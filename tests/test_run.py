@@ -62,6 +62,8 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
     assert cell["torch_threads"] == torch.get_num_threads()
     assert "split=val" in cell["train"]["val_source"]                    # checkpoint choice on held-out corpus pairs
     assert (_cell(results, "oracle") / "config.yaml").is_file()
+    curve = pd.read_csv(_cell(results, "oracle") / "val.csv")              # the learning curve, one row per epoch
+    assert list(curve["epoch"]) == [1] and 0 <= curve["f1_per_image"].iloc[0] <= 1
     assert len(list((_cell(results, "oracle") / "examples").glob("*.png"))) == 5
     per_image = pd.read_csv(_cell(results, "oracle") / "per_image.csv")   # what the paired bootstrap resamples
     assert set(per_image.dataset) == set(cell["metrics"]) and {"id", "f1", "iou", "label"} <= set(per_image.columns)
@@ -75,7 +77,7 @@ def test_run_resumes_between_cells_and_writes_leaderboard_and_figures(tmp_path, 
     assert "experiment=smoke" in md and "No sigma headline yet" in md    # no sigma cells in this run
     assert "`oracle` vs `pixel_diff` (ground-truth masks against the baseline's): ΔF1" in md
     for stem in ("downstream_bars", "quality_vs_downstream", "downstream_heatmap", "qualitative_generators",
-                 "qualitative_detectors_oracle"):
+                 "qualitative_detectors_oracle", "learning_curves"):
         assert (results / "figures" / f"{stem}.png").stat().st_size > 0 and (results / "figures" / f"{stem}.pdf").is_file()
 
     # leaderboard / plots alone read results/ only

@@ -63,8 +63,8 @@ def cell_folder(cfg: DictConfig, generator: str, detector: str) -> Path:
 
 def publish(cell: dict[str, Any], folder: Path, config_from: Path | None, eval_folder: Path | None = None) -> None:
     """Copy a cell's small outputs into results/: cell.json, metrics.csv, per_image.csv (every test image's
-    F1 / IoU, from `eval_folder`'s ``<set>.per_image.csv``: what the paired bootstrap resamples) and
-    config.yaml."""
+    F1 / IoU, from `eval_folder`'s ``<set>.per_image.csv``: what the paired bootstrap resamples), config.yaml
+    and val.csv (the validation curve, one row per epoch, beside `config_from`)."""
     write_json(folder / "cell.json", cell)
     write_csv(folder / "metrics.csv", [{"generator": cell["generator"], "detector": cell["detector"], "dataset": d,
                                         **m} for d, m in cell["metrics"].items()])
@@ -72,6 +72,9 @@ def publish(cell: dict[str, Any], folder: Path, config_from: Path | None, eval_f
         write_csv(folder / "per_image.csv", per_image_rows(eval_folder, list(cell["metrics"])))
     if config_from is not None and config_from.is_file():
         atomic_write(folder / "config.yaml", config_from.read_bytes())
+    curve = config_from.parent / "val.csv" if config_from is not None else None
+    if curve is not None and curve.is_file():
+        atomic_write(folder / "val.csv", curve.read_bytes())
 
 
 def per_image_rows(eval_folder: Path, datasets: list[str]) -> list[dict[str, Any]]:

@@ -4,6 +4,7 @@
 - ``quality_vs_downstream``: a generator's mask F1 on the corpus against the downstream F1 of the detectors
   trained on its masks, with 95 % intervals, and the label-quality ladder's fitted line when it has cells;
 - ``downstream_heatmap``: generator x test dataset, mean F1 over detectors;
+- ``learning_curves``: validation F1 per epoch of the detectors trained on ground-truth masks;
 - ``qualitative_generators``: corpus pairs, ground truth and each generator's mask;
 - ``qualitative_detectors_<generator>``: one test image per dataset, truth and each detector's prediction.
 
@@ -135,6 +136,33 @@ def heatmap(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "downstream_heatmap")
 
 
+def learning_curves(frame: pd.DataFrame, runs: Path, out_dir: Path, reference: str = "oracle") -> list[Path]:
+    """Detectors trained on ground truth: validation F1 per epoch (the corpus's held-out pairs), one line per
+    seed: whether a family was still learning when its budget ran out. Nothing without `reference` cells
+    that published ``val.csv``."""
+    curves = {}
+    for (detector, seed, folder), _ in frame[frame["generator"] == reference].groupby(["detector", "seed", "folder"]):
+        path = runs / folder / "val.csv"
+        if path.is_file():
+            curves[(detector, int(seed))] = pd.read_csv(path)
+    if not curves:
+        return []
+    plt = _plt()
+    detectors = sorted({d for d, _ in curves})
+    colors = {d: plt.get_cmap("tab10")(i % 10) for i, d in enumerate(detectors)}
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    for (detector, seed), table in sorted(curves.items()):
+        ax.plot(table["epoch"], table["f1_per_image"], marker="o", ms=3, color=colors[detector],
+                alpha=1.0 if seed == 0 else 0.5, label=detector if seed == min(s for d, s in curves if d == detector)
+                else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation F1 (corpus held-out pairs)")
+    ax.set_title("Detectors trained on ground-truth masks: learning curves")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, "learning_curves")
+
+
 def _img(path: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
@@ -192,6 +220,7 @@ def qualitative_detectors(runs: Path, generator: str, folders: dict[str, str], o
 def draw_all(frame: pd.DataFrame, quality: dict[str, float], runs: Path, out_dir: Path,
              calibration: set[str] = frozenset()) -> list[Path]:
     paths = bars(frame, out_dir) + scatter(frame, quality, out_dir, runs, calibration) + heatmap(frame, out_dir)
+    paths += learning_curves(frame, runs, out_dir)
     generators = sorted(set(frame["generator"]))
     paths += qualitative_generators(runs, generators, out_dir)
     first_seed = frame.sort_values("seed").drop_duplicates(["generator", "detector"])  # one cell's examples each
