@@ -49,8 +49,8 @@ def generator_colors(names) -> dict[str, tuple]:
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=130, bbox_inches="tight")
+    for p in paths:  # no creation date in the PDF: the same cells give the same bytes
+        fig.savefig(p, dpi=130, bbox_inches="tight", metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
     _plt().close(fig)
     return paths
 
