@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     trains.add_argument("--stage", default="all", choices=["1", "2", "all"], help="which stages to run")
     trains.add_argument("--variant", default="sigma", choices=["sigma", "grounding_only", "ablations", "lofo"],
                         help="what to train")
+    trains.add_argument("--rows", default=None,
+                        help="with --variant ablations: the rows to run, a comma list of slugs (no_text_prior, "
+                             "pixel_diff, ...; default: every row); rows already scored are reused, the report holds all")
     trains.add_argument("--family", default=None,
                         help="with --variant lofo: the families to leave out, a comma list (default: every family)")
     _common(trains)

@@ -29,8 +29,11 @@ def train_sigma_command(args: argparse.Namespace) -> int:
     if args.variant in ("ablations", "lofo"):
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise ValueError(f"--variant {args.variant} trains its variants in one process; run it without torchrun")
-        families = args.family.split(",") if getattr(args, "family", None) else None
-        path = run_ablations(cfg, overrides) if args.variant == "ablations" else run_lofo(cfg, overrides, families)
+        if args.variant == "ablations":
+            rows = args.rows.split(",") if getattr(args, "rows", None) else None
+            path = run_ablations(cfg, overrides, rows)
+        else:
+            path = run_lofo(cfg, overrides, args.family.split(",") if getattr(args, "family", None) else None)
         print(path.read_text())
         print(path)
         return 0

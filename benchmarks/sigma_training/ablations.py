@@ -29,7 +29,7 @@ from benchmarks.data.transforms import Geometry
 from benchmarks.distributed import device_for
 from benchmarks.evaluation.generators import evaluate_generator
 from benchmarks.evaluation.loop import Prediction, evaluate
-from benchmarks.io import atomic_write, write_csv
+from benchmarks.io import atomic_write, write_csv, write_json
 from benchmarks.metrics import PixelMetrics
 from benchmarks.metrics.suite import MetricSuite, SlicedSuite
 from benchmarks.paths import config_roots, portable_tree
@@ -37,7 +37,7 @@ from benchmarks.sigma_training.bank import FeatureBank, load_pairs
 from benchmarks.sigma_training.data import backbone_path, prepare_data
 from benchmarks.sigma_training.inputs import FAMILIES
 from benchmarks.sigma_training.export import export, grounding_export
-from benchmarks.sigma_training.stages import VARIANTS, train_variant
+from benchmarks.sigma_training.stages import VARIANTS, slug, train_variant
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,30 @@ def score_generator(cfg: DictConfig, name: str, datasets: list[tuple[str, Path]]
     return results
 
 
-def run_ablations(cfg: DictConfig, overrides: list[str]) -> Path:
-    """Train every variant on the one data bank, score each and the baselines, write the report."""
+ROWS = (*VARIANTS, *BASELINES)  # the table's rows, in its order
+
+
+def pick_rows(names: list[str] | None) -> list[str]:
+    """Rows named by their name or slug (``no_text_prior``), in the table's order; every row when None."""
+    if not names:
+        return list(ROWS)
+    by_slug = {slug(r): r for r in ROWS}
+    unknown = [n for n in names if n not in ROWS and n not in by_slug]
+    if unknown:
+        raise ValueError(f"--rows {unknown}: unknown; the rows are {[slug(r) for r in ROWS]}")
+    wanted = {by_slug.get(n, n) for n in names}
+    return [r for r in ROWS if r in wanted]
+
+
+def cell_path(cfg: DictConfig, row: str) -> Path:
+    """One row's scores: ``<results>/sigma/<profile>/ablations/<slug>.json`` (committed as rows finish)."""
+    profile = str(cfg.profile.get("trained_models") or cfg.profile.name)
+    return Path(cfg.paths.results) / "sigma" / profile / "ablations" / f"{slug(row)}.json"
+
+
+def run_ablations(cfg: DictConfig, overrides: list[str], rows: list[str] | None = None) -> Path:
+    """Train and score the asked rows (every variant and baseline by default) on the one data bank, each
+    row a cell reused when it was scored on the same data and sets, then the report over every row held."""
     from sigma.text import TextEncoder
 
     device = device_for(cfg.device)
@@ -134,21 +156,33 @@ def run_ablations(cfg: DictConfig, overrides: list[str]) -> Path:
     data = prepare_data(cfg, device)
     extra = [name for names in EXTRA_SETS.values() for name in names]
     datasets = pair_datasets(cfg, "all", overrides) + pair_datasets(cfg, ",".join(extra), overrides)
-    sets = test_sets(cfg, datasets, device)
-    text = TextEncoder(cfg.sigma.model.text_encoder, path=cfg.sigma.text_encoder_path)
-    table: dict[str, dict] = {}
-    timings: dict[str, float] = {}
-    for name, spec in VARIANTS.items():
+    names = [n for n, _ in datasets]
+    key = {"data": data.info.get("cache_key"), "sets": names}
+    sets = None
+    text = None
+    for name in pick_rows(rows):
+        path = cell_path(cfg, name)
+        if path.is_file() and json.loads(path.read_text()).get("key") == key:
+            continue
         start = time.perf_counter()
-        net, summary = train_variant(cfg, data, name, device)
-        timings[name] = round(time.perf_counter() - start, 1)
-        table[name] = score_net(net, text if net.cfg.use_text else None, sets, device)
-        if name == "grounding_only":  # the baseline generator of the same name loads this export
-            export(net, cfg, summary, grounding_export(cfg), data.info)
-        log.info("%s: %s", name, {d: round(v["all/f1_per_image"], 3) for d, v in table[name].items()})
-    for name in BASELINES:
-        table[name] = score_generator(cfg, name, datasets, overrides)
-    out = write_report(cfg, table, [n for n, _ in datasets], timings, time.perf_counter() - t0, data.info)
+        if name in VARIANTS:
+            if sets is None:
+                sets = test_sets(cfg, datasets, device)
+                text = TextEncoder(cfg.sigma.model.text_encoder, path=cfg.sigma.text_encoder_path)
+            net, summary = train_variant(cfg, data, name, device)
+            scores = score_net(net, text if net.cfg.use_text else None, sets, device)
+            if name == "grounding_only":  # the baseline generator of the same name loads this export
+                export(net, cfg, summary, grounding_export(cfg), data.info)
+        else:
+            scores = score_generator(cfg, name, datasets, overrides)
+        write_json(path, {"row": name, "key": key, "scores": scores, "seconds": round(time.perf_counter() - start, 1)})
+        log.info("%s: %s", name, {d: round(v["all/f1_per_image"], 3) for d, v in scores.items()})
+    cells = {r: json.loads(cell_path(cfg, r).read_text()) for r in ROWS if cell_path(cfg, r).is_file()}
+    cells = {r: c for r, c in cells.items() if c.get("key") == key}
+    table = {r: c["scores"] for r, c in cells.items()}
+    timings = {r: c["seconds"] for r, c in cells.items()}
+    out = write_report(cfg, table, names, timings, time.perf_counter() - t0, data.info,
+                       missing=[r for r in ROWS if r not in table])
     save_resolved(cfg, out.parent, "sigma_ablations.config.yaml")
     return out
 
@@ -161,7 +195,8 @@ def _fmt(v: float) -> str:
     return "n/a" if v != v else f"{v:.3f}"
 
 
-def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, seconds: float, data_info: dict) -> Path:
+def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, seconds: float, data_info: dict,
+                 missing: list[str] | None = None) -> Path:
     """``<results>/leaderboards/sigma_ablations.{md,csv}``."""
     import pandas as pd
 
@@ -204,8 +239,12 @@ def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, 
         "columns split the five benchmarks' pairs by whether they carry a side-effect edit the instruction does "
         "not mention.", "",
         *lines, "",
+        *([f"Rows not run yet: {', '.join(missing)} (`bench train-sigma --variant ablations --rows "
+           f"{','.join(slug(r) for r in missing)}`).", ""] if missing else []),
         "## Reproduce", "", f"```\nbench train-sigma --variant ablations --profile {cfg.profile.name}\n```", "",
-        f"Resolved config: `sigma_ablations.config.yaml`; all columns: `sigma_ablations.csv`. Total time {seconds / 60:.1f} min "
-        f"on {device_for(cfg.device)}; per-variant training (s): {json.dumps(timings)}. Training data: "
+        f"Resolved config: `sigma_ablations.config.yaml`; all columns: `sigma_ablations.csv`; each row's scores: "
+        f"`{cell_path(cfg, 'x').parent.relative_to(Path(cfg.paths.results).parent)}/<row>.json`. This run "
+        f"{seconds / 60:.1f} min on {device_for(cfg.device)}; per-row training and scoring (s): {json.dumps(timings)}. "
+        "Training data: "
         f"{json.dumps(portable_tree(data_info, config_roots(cfg.paths)), default=str)}", ""])
     return atomic_write(out_dir / "sigma_ablations.md", md)

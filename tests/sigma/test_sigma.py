@@ -277,3 +277,13 @@ def test_ablation_report_averages_each_column_group_over_its_own_sets(tmp_path):
     md = write_report(cfg, table, names, {}, 1.0, {}).read_text()
     assert "| synth_removal F1 | synth_splice F1 | **mean F1** | **mean IoU** | val F1 | general F1 |" in md
     assert "| sigma (full) | 0.600 | 0.800 | **0.700** | **0.700** | 0.500 | 0.300 |" in md
+
+
+def test_ablation_rows_are_picked_by_name_or_slug_in_the_table_order():
+    from benchmarks.sigma_training.ablations import ROWS, pick_rows
+
+    assert pick_rows(None) == list(ROWS) and ROWS[0] == "sigma (full)"
+    assert pick_rows(["pixel_diff", "no_text_prior", "sigma (full)"]) == ["sigma (full)", "no text prior", "pixel_diff"]
+    assert "difference reference (no text)" in pick_rows(["difference_reference__no_text"])
+    with pytest.raises(ValueError, match="unknown"):
+        pick_rows(["no_such_row"])
