@@ -243,7 +243,7 @@ def write_report(cfg: DictConfig, table: dict, names: list[str], timings: dict, 
            f"{','.join(slug(r) for r in missing)}`).", ""] if missing else []),
         "## Reproduce", "", f"```\nbench train-sigma --variant ablations --profile {cfg.profile.name}\n```", "",
         f"Resolved config: `sigma_ablations.config.yaml`; all columns: `sigma_ablations.csv`; each row's scores: "
-        f"`{cell_path(cfg, 'x').parent.relative_to(Path(cfg.paths.results).parent)}/<row>.json`. This run "
+        f"`{Path(cfg.paths.results).name}/{cell_path(cfg, 'x').parent.relative_to(Path(cfg.paths.results)).as_posix()}/<row>.json`. This run "
         f"{seconds / 60:.1f} min on {device_for(cfg.device)}; per-row training and scoring (s): {json.dumps(timings)}. "
         "Training data: "
         f"{json.dumps(portable_tree(data_info, config_roots(cfg.paths)), default=str)}", ""])

@@ -140,7 +140,7 @@ def write_report(cfg: DictConfig, cells: dict[str, dict[str, Any]]) -> Path:
                                                            "(`bench train-sigma --variant lofo` trains them)"
                                                            if missing else "") + ".",
               "", "## Reproduce", "", f"```\nbench train-sigma --variant lofo --profile {cfg.profile.name}\n```", "",
-              f"Cells (scores, pairs trained on, timings): `{cell_dir(cfg).relative_to(Path(cfg.paths.results).parent)}"
+              f"Cells (scores, pairs trained on, timings): `{Path(cfg.paths.results).name}/{cell_dir(cfg).relative_to(Path(cfg.paths.results)).as_posix()}"
               "/<family>.json`.", ""]
     out = Path(cfg.paths.results) / "leaderboards" / "sigma_lofo.md"
     out.parent.mkdir(parents=True, exist_ok=True)
