@@ -316,6 +316,17 @@ class ParquetPairs:
         cell = {c: table.column(c)[j].as_py() for c in table.column_names}
         return self._row(path, index - base, index, cell, cmap)
 
+    def _columns(self, pf: pq.ParquetFile, path: Path) -> tuple[ColumnMap, list[str]]:
+        """A file's column map and the columns to read (the map's and the extra ones); an extra column the
+        file lacks is an error naming the file and its columns."""
+        names = pf.schema_arrow.names
+        cmap = resolve_columns(names, self.columns, where=str(path))
+        missing = [c for c in self.extra if c not in names]
+        if missing:
+            raise DataError(f"{path}: extra column(s) {missing} not in this file; its columns are {names}",
+                            path=path, reason="unknown-columns")
+        return cmap, list(dict.fromkeys(cmap.needed + list(self.extra)))
+
     def _group(self, f: int, group: int) -> tuple[ColumnMap, Any]:
         key = (f, group)
         if key in self._groups:
@@ -324,13 +335,7 @@ class ParquetPairs:
         path = self.files[f]
         try:
             with pq.ParquetFile(path) as pf:
-                names = pf.schema_arrow.names
-                cmap = resolve_columns(names, self.columns, where=str(path))
-                missing = [c for c in self.extra if c not in names]
-                if missing:
-                    raise DataError(f"{path}: extra column(s) {missing} not in this file; its columns are {names}",
-                                    path=path, reason="unknown-columns")
-                wanted = list(dict.fromkeys(cmap.needed + list(self.extra)))
+                cmap, wanted = self._columns(pf, path)
                 table = pf.read_row_group(group, columns=wanted, use_threads=False)
         except (OSError, pa.ArrowException) as exc:
             raise DataError(f"{path}: row group {group} is unreadable ({exc})", path=path, reason="corrupt") from exc
@@ -350,16 +355,10 @@ class ParquetPairs:
     def _iter_file(self, path: Path, base: int) -> Iterator[dict[str, Any]]:
         pf = pq.ParquetFile(path)
         try:
-            names = pf.schema_arrow.names
-            cmap = resolve_columns(names, self.columns, where=str(path))
-            missing = [c for c in self.extra if c not in names]
-            if missing:
-                raise DataError(f"{path}: extra column(s) {missing} not in this file; its columns are {names}",
-                                path=path, reason="unknown-columns")
+            cmap, wanted = self._columns(pf, path)
             if cmap.instruction is None:
                 log.warning("%s: no instruction column (looked for %s); instructions will be ''",
                             path, list(ALIASES["instruction"]))
-            wanted = list(dict.fromkeys(cmap.needed + list(self.extra)))
             start = base
             for group in range(pf.num_row_groups):
                 n = pf.metadata.row_group(group).num_rows

@@ -49,6 +49,17 @@ from benchmarks.distributed import device_for
 from benchmarks.perf.memory import children, peak_rss_mb
 
 
+def painted_square(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random `size` px photo, the same photo with one flat square painted on it, and that square's mask
+    (0/255): the smallest pair SIGMA can learn from."""
+    original = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    edited, mask = original.copy(), np.zeros((size, size), np.uint8)
+    y, x = rng.integers(0, size // 2, 2)
+    edited[y:y + size // 4, x:x + size // 4] = rng.integers(0, 256, 3)
+    mask[y:y + size // 4, x:x + size // 4] = 255
+    return original, edited, mask
+
+
 def write_pairs(folder: Path, n: int, size: int, seed: int = 0) -> tuple[Path, Path]:
     """`n` random pairs of `size` px with a painted square (its mask) and a unique instruction each: an
     inpainting manifest (``folder/inpainting``) and a corpus manifest of the same images without masks."""
@@ -57,11 +68,7 @@ def write_pairs(folder: Path, n: int, size: int, seed: int = 0) -> tuple[Path, P
     rng = np.random.default_rng(seed)
     labelled, unlabelled = [], []
     for i in range(n):
-        original = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        edited, mask = original.copy(), np.zeros((size, size), np.uint8)
-        y, x = rng.integers(0, size // 2, 2)
-        edited[y:y + size // 4, x:x + size // 4] = rng.integers(0, 256, 3)
-        mask[y:y + size // 4, x:x + size // 4] = 255
+        original, edited, mask = painted_square(rng, size)
         for name, arr in ((f"{i}_o.png", original), (f"{i}_e.png", edited), (f"{i}_m.png", mask)):
             Image.fromarray(arr).save(images / name, compress_level=1)
         row = {"id": str(i), "original": f"../img/{i}_o.png", "edited": f"../img/{i}_e.png",

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from benchmarks.perf.sigma_train_speed import painted_square
+
 
 def write_pairs(folder: Path, n: int, size: int = 32, masks: bool = True, seed: int = 0,
                 instructions: int = 7) -> Path:
@@ -18,11 +20,7 @@ def write_pairs(folder: Path, n: int, size: int = 32, masks: bool = True, seed: 
     rng = np.random.default_rng(seed)
     lines = []
     for i in range(n):
-        original = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        edited, mask = original.copy(), np.zeros((size, size), np.uint8)
-        y, x = rng.integers(0, size // 2, 2)
-        edited[y:y + size // 4, x:x + size // 4] = rng.integers(0, 256, 3)
-        mask[y:y + size // 4, x:x + size // 4] = 255
+        original, edited, mask = painted_square(rng, size)
         Image.fromarray(original).save(folder / "img" / f"{i}_o.png")
         Image.fromarray(edited).save(folder / "img" / f"{i}_e.png")
         row = {"id": str(i), "original": f"img/{i}_o.png", "edited": f"img/{i}_e.png",
