@@ -21,8 +21,9 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.io import atomic_write, write_csv
-from benchmarks.reporting.downstream_stats import add_intervals, image_scores, interval_text, summary_intervals
-from benchmarks.reporting.ladder import ladder_json, ladder_text, ladder_view
+from benchmarks.reporting.downstream_stats import add_intervals, interval_text, summary_intervals
+from benchmarks.reporting.ladder import LadderView, ladder_json, ladder_text
+from benchmarks.reporting.stats import Scores
 
 FOCUS = "sigma"
 MEANINGFUL_GAP = 0.02  # below this oracle-over-best-baseline margin the gap share is reported as not meaningful
@@ -247,23 +248,23 @@ def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]], missing: list[tu
 
 def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, command: str, *,
                       profile: str | None = None, suffix: str = "", failed: list[dict[str, Any]] | None = None,
-                      legacy: list[str] | None = None, runs: Path | None = None, calibration: set[str] = frozenset(),
-                      missing: list[tuple[str, str, int]] | None = None) -> tuple[str, list[Path]]:
+                      legacy: list[str] | None = None, scores: Scores | None = None, view: LadderView | None = None,
+                      calibration: set[str] = frozenset(), missing: list[tuple[str, str, int]] | None = None
+                      ) -> tuple[str, list[Path]]:
     """downstream{suffix}.csv (long), _summary.csv, .md and _headline.json over the cells of one profile;
-    every mean averages a cell's seeds first; with `runs` (the cells' root) the headline, the generator table
-    and the ladder carry 95 % paired bootstrap intervals from the cells' per-image scores. `calibration`: the
-    ladder's rows (never baselines); `missing`: the profile's study cells not held. Returns (markdown, paths)."""
+    every mean averages a cell's seeds first; with the cells' per-image `scores`
+    (:func:`~benchmarks.reporting.downstream_stats.image_scores`) the headline and the generator table carry
+    95 % paired bootstrap intervals, and `view` (:func:`~benchmarks.reporting.ladder.ladder_view` of them) is
+    the ladder section. `calibration`: the ladder's rows (never baselines); `missing`: the profile's study
+    cells not held. Returns (markdown, paths)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = failed or []
     long_frame, frame = frame, seed_means(frame)
     summary = generator_summary(frame, quality, calibration)
     h = headline(frame, calibration=calibration)
-    view = None
-    if runs is not None:  # intervals from the cells' per-image scores
-        scores = image_scores(long_frame, runs)
+    if scores is not None:  # intervals from the cells' per-image scores
         h = add_intervals(h, scores)
         summary = summary.join(summary_intervals(list(summary.index), scores, FOCUS))
-        view = ladder_view(scores, quality, calibration)
         h["ladder"] = ladder_json(view)
     by_detector = frame.pivot_table(index="generator", columns="detector", values="f1_per_image").reindex(summary.index)
     by_detector["mean"] = by_detector.mean(axis=1)

@@ -75,18 +75,15 @@ def bars(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "downstream_bars")
 
 
-def scatter(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, runs: Path | None = None,
+def scatter(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, scores=None, view=None,
             calibration: set[str] = frozenset()) -> list[Path]:
     """Mask F1 on the corpus against downstream F1, with 95 % bootstrap error bars when the cells' per-image
-    scores are at hand (`runs`). With ladder cells every point is the mean over the ladder's detectors and
-    the ladder's fitted line is drawn (:mod:`benchmarks.reporting.ladder`)."""
+    `scores` are at hand. With a ladder `view` (:func:`benchmarks.reporting.ladder.ladder_view`) every point
+    is the mean over the ladder's detectors, as in the leaderboard, and the ladder's fitted line is drawn."""
     from benchmarks.reporting import stats
-    from benchmarks.reporting.downstream_stats import image_scores
-    from benchmarks.reporting.ladder import ladder_view
 
     plt = _plt()
-    scores = image_scores(frame, runs) if runs is not None else {}
-    view = ladder_view(scores, quality, calibration, n=500) if scores and calibration else None
+    scores = scores or {}
     if view is not None:
         points = {p.generator: (p.f1.estimate, p.f1.low, p.f1.high) for p in view.points}
         ylabel = f"downstream detector F1\n(mean over {', '.join(view.detectors)} x datasets)"
@@ -218,8 +215,8 @@ def qualitative_detectors(runs: Path, generator: str, folders: dict[str, str], o
 
 
 def draw_all(frame: pd.DataFrame, quality: dict[str, float], runs: Path, out_dir: Path,
-             calibration: set[str] = frozenset()) -> list[Path]:
-    paths = bars(frame, out_dir) + scatter(frame, quality, out_dir, runs, calibration) + heatmap(frame, out_dir)
+             calibration: set[str] = frozenset(), scores=None, view=None) -> list[Path]:
+    paths = bars(frame, out_dir) + scatter(frame, quality, out_dir, scores, view, calibration) + heatmap(frame, out_dir)
     paths += learning_curves(frame, runs, out_dir)
     generators = sorted(set(frame["generator"]))
     paths += qualitative_generators(runs, generators, out_dir)

@@ -15,6 +15,8 @@ from omegaconf import DictConfig
 from benchmarks.config import expand
 from benchmarks.downstream.study import missing_cells, study_cells
 from benchmarks.reporting import downstream, plots
+from benchmarks.reporting.downstream_stats import image_scores
+from benchmarks.reporting.ladder import ladder_view
 
 
 def inert_overrides() -> tuple[str, ...]:
@@ -52,7 +54,10 @@ def _load(cfg: DictConfig) -> tuple:
         hint = f" (cells of other profiles: {others}; pass --profile)" if others else ""
         raise FileNotFoundError(f"{runs}: no finished cells (cell.json) of profile {profile}{hint}; run `bench run "
                                 f"--generator sigma,pixel_diff,oracle --detector all --profile {profile}` first")
-    return frame, downstream.mask_quality(runs), failed, downstream.legacy_cells(runs)
+    quality, calibration = downstream.mask_quality(runs), downstream.calibration_rows(runs)
+    scores = image_scores(frame, runs)  # per-image F1 of every cell, read once for the intervals and the plots
+    view = ladder_view(scores, quality, calibration)
+    return frame, quality, failed, downstream.legacy_cells(runs), calibration, scores, view
 
 
 def _missing(cfg: DictConfig, frame, failed) -> list[tuple[str, str, int]] | None:
@@ -83,21 +88,20 @@ def reproduce_command(frame, cfg: DictConfig) -> str:
 
 def write_leaderboard(cfg: DictConfig, loaded: tuple | None = None) -> tuple[str, list[Path]]:
     """The downstream leaderboard of every cell in ``<results>/runs``: (its Markdown, the files written)."""
-    frame, quality, failed, legacy = loaded or _load(cfg)
+    frame, quality, failed, legacy, calibration, scores, view = loaded or _load(cfg)
     profile = str(cfg.profile.name)
     return downstream.write_leaderboard(frame, quality, Path(cfg.paths.results) / "leaderboards",
                                         reproduce_command(frame, cfg), profile=profile, suffix=suffix(profile),
-                                        failed=failed, legacy=legacy, runs=_runs(cfg),
-                                        calibration=downstream.calibration_rows(_runs(cfg)),
-                                        missing=_missing(cfg, frame, failed))
+                                        failed=failed, legacy=legacy, scores=scores, view=view,
+                                        calibration=calibration, missing=_missing(cfg, frame, failed))
 
 
 def draw_plots(cfg: DictConfig, loaded: tuple | None = None) -> list[Path]:
     """The paper figures (PNG + PDF) from every cell in ``<results>/runs``."""
-    frame, quality, _, _ = loaded or _load(cfg)
+    frame, quality, _, _, calibration, scores, view = loaded or _load(cfg)
     if frame.empty:
         return []
-    return plots.draw_all(frame, quality, _runs(cfg), figures_dir(cfg), downstream.calibration_rows(_runs(cfg)))
+    return plots.draw_all(frame, quality, _runs(cfg), figures_dir(cfg), calibration, scores, view)
 
 
 def leaderboard_and_plots(cfg: DictConfig) -> tuple[str, list[Path]]:
