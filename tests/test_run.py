@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -216,3 +217,55 @@ def test_a_diverged_training_is_published_as_a_failed_cell(tmp_path, monkeypatch
     assert status == "failed"                                                    # a re-run does not retry it
     frame = downstream.collect(tmp_path / "res" / "runs", "cpu-quick")
     assert frame.empty and downstream.failed_cells(tmp_path / "res" / "runs", "cpu-quick")[0]["seed"] == 3
+
+
+def _labelled_corpus(folder, n=4, side=64):
+    from PIL import Image
+
+    for sub in "oem":
+        (folder / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        image = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
+        mask = np.zeros((side, side), np.uint8)
+        mask[8 + i:40 + i, 10:44] = 255
+        for name, array in (("o", image), ("e", image[::-1].copy()), ("m", mask)):
+            Image.fromarray(array).save(folder / name / f"p{i}.png")   # files named by id, as the suite's
+        rows.append({"id": f"p{i}", "original": f"o/p{i}.png", "edited": f"e/p{i}.png", "instruction": "x",
+                     "mask": f"m/p{i}.png"})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_a_ladder_row_makes_its_corpus_masks_from_the_truth(tmp_path):
+    """bench run's ladder generators read the corpus's ground truth (bench annotate refuses them): each mask is
+    the truth degraded by the ladder, the folder is a complete calibration-row annotation, and it is reused."""
+    from benchmarks.config import compose
+    from benchmarks.data.imageio import load_mask
+    from benchmarks.downstream.corpus import annotate_corpus, annotation_key, open_corpus
+    from benchmarks.generators.ladder import LADDER, degrade
+
+    corpus_dir = _labelled_corpus(tmp_path / "corpus")
+    cfg = compose([f"paths.home={tmp_path / 'home'}", "generator=ladder_4"], command="run")
+    corpus = open_corpus(cfg, str(corpus_dir))
+    key = annotation_key(cfg, corpus)
+    items, info = annotate_corpus(cfg, "ladder_4", corpus, key)
+    assert info["calibration"] is True and info["pairs"] == 4 and info["skipped"] == 0
+    assert [it.id for it in items] == ["p0", "p1", "p2", "p3"]
+    for it in items:
+        truth = load_mask(corpus.truth[it.id])
+        np.testing.assert_array_equal(load_mask(it.mask), degrade(truth, "mix", LADDER[4]))
+    assert mask_quality(items, corpus.truth)["f1_per_image"] < 0.95       # degraded: not the truth itself
+    stamp = items[0].mask.stat().st_mtime_ns
+    again, _ = annotate_corpus(cfg, "ladder_4", corpus, key)                # complete: reused, not redone
+    assert again[0].mask.stat().st_mtime_ns == stamp
+
+
+def test_a_ladder_row_needs_a_corpus_with_truth(tmp_path):
+    from benchmarks.config import compose
+    from benchmarks.downstream.corpus import Corpus, annotate_corpus
+
+    cfg = compose([f"paths.home={tmp_path / 'home'}", "generator=ladder_1"], command="run")
+    with pytest.raises(ValueError, match="reads ground-truth masks; the corpus .* has none"):
+        annotate_corpus(cfg, "ladder_1", Corpus(tmp_path, {}, {}), "k")

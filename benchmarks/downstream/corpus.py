@@ -4,25 +4,32 @@ corpus, then cached), their quality against ground truth, and the training data 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks.annotation.job import annotate_with_config
+from benchmarks.annotation.job import annotate_with_config, generator_record
 from benchmarks.annotation.loop import AnnotateOptions
+from benchmarks.annotation.shards import file_stem
+from benchmarks.annotation.stream import write_png
+from benchmarks.builders import generator_from_config
 from benchmarks.config import expand, to_container
 from benchmarks.data.datasets import ensure_suite
-from benchmarks.data.imageio import load_mask
+from benchmarks.data.imageio import load_image, load_mask
 from benchmarks.data.iml import ImlItem, list_iml
 from benchmarks.data.manifest import read_manifest
 from benchmarks.evaluation.loop import Prediction, evaluate
-from benchmarks.io import content_hash, file_hash, read_json
+from benchmarks.generators.base import MaskGenerator
+from benchmarks.io import atomic_write, content_hash, file_hash, read_json
 from benchmarks.metrics import PixelMetrics
 from benchmarks.metrics.suite import MetricSuite
 from benchmarks.paths import config_roots, portable, portable_tree
@@ -105,7 +112,10 @@ def annotate_corpus(gcfg: DictConfig, name: str, corpus: Corpus, key: str) -> tu
         return items, {"source": "ground-truth masks", "pairs": len(items)}
     out = Path(gcfg.paths.runs) / "annotate" / f"{name}-{key}"
     listing = out / "iml.json"
-    if not _complete(out):
+    generator = generator_from_config(gcfg)
+    if generator.needs_truth and not _complete(out):
+        from_truth(generator, gcfg, corpus, out)
+    elif not _complete(out):
         options = AnnotateOptions(batch_size=int(gcfg.profile.batch_size), num_workers=int(gcfg.profile.num_workers),
                                   on_error="skip")
         start = time.perf_counter()
@@ -120,6 +130,47 @@ def annotate_corpus(gcfg: DictConfig, name: str, corpus: Corpus, key: str) -> tu
             "weights_files": record.get("weights_files"),
             "calibration": bool(record.get("calibration", False))}  # it reads the truth: never a baseline
     return list_iml(listing), info
+
+
+def from_truth(generator: MaskGenerator, gcfg: DictConfig, corpus: Corpus, out: Path) -> None:
+    """The masks of a generator that reads the ground truth (a ladder row) for every corpus pair that has
+    one, written as an annotation folder (``masks/``, ``iml.json``, then ``provenance.json``, which marks it
+    complete). ``bench annotate`` refuses such generators (an unlabelled corpus has no truth); here the
+    corpus's own truth is at hand. It takes seconds, so an interrupted run simply starts it again."""
+    if not corpus.truth:
+        raise ValueError(f"generator {generator.info.name!r} reads ground-truth masks; the corpus {corpus.pairs} has "
+                         "none (no 'mask' column, no corpus_truth/)")
+    start = time.perf_counter()
+    masks, tmp = out / "masks", out / "tmp"
+    for folder in (masks, tmp):
+        folder.mkdir(parents=True, exist_ok=True)
+    listing = []
+    for record in read_manifest(corpus.pairs):
+        if record.id not in corpus.truth:
+            continue
+        original, edited = (torch.from_numpy(load_image(p)).permute(2, 0, 1)[None].float().div_(255.0)
+                            for p in (record.original, record.edited))
+        if original.shape != edited.shape:  # as the annotation loop does: the original resized to the edit
+            original = torch.nn.functional.interpolate(original, size=edited.shape[-2:], mode="bilinear",
+                                                       antialias=True, align_corners=False)
+        truth = torch.from_numpy(load_mask(corpus.truth[record.id]))[None, None].float()
+        mask = generator.generate(original, edited, [record.instruction], truth=truth)[0, 0] >= 0.5
+        path = masks / f"{file_stem(record.id)}.png"
+        write_png(path, mask.numpy().astype(np.uint8) * 255, tmp)
+        listing.append([str(record.edited), os.path.relpath(path, out)])
+    atomic_write(out / "iml.json", json.dumps(listing, indent=0) + "\n")
+    roots = config_roots(gcfg.paths)
+    seconds = time.perf_counter() - start
+    atomic_write(out / "provenance.json", json.dumps({
+        "complete": True, "source": "the corpus's ground-truth masks through the generator (it reads the truth)",
+        "generator": generator_record(generator, to_container(gcfg.generator), roots),
+        "pairs": portable(corpus.pairs, roots), "mask": "binary",
+        "counts": {"pairs": len(listing), "annotated": len(listing), "skipped": 0},
+        "timing": {"wall_s": round(seconds, 3), "pairs_per_s": round(len(listing) / seconds, 2) if seconds else None},
+    }, indent=2) + "\n")
+    tmp.rmdir()
+    log.info("%s: %d corpus masks made from the ground truth in %.1f s -> %s", generator.info.name, len(listing),
+             seconds, out)
 
 
 def _complete(out: Path) -> bool:
