@@ -92,3 +92,24 @@ def test_scores_from_rows_pairs_the_same_images_everywhere():
     assert scores["a"]["d"]["s"].tolist() == [[0.1, 0.2], [0.4, 0.5]]      # z: NaN for b, left out everywhere
     assert scores["b"]["d"]["s"].tolist() == [[0.8, 0.9]]
     assert scores["b"]["d"]["t"].tolist() == [[1.0]] and "t" not in scores["a"]["d"]
+
+
+def test_compare_evals_pairs_two_runs_of_one_generator(tmp_path, capsys):
+    """benchmarks/perf/compare_evals.py: the same pairs scored in two results folders, their difference paired."""
+    import pandas as pd
+
+    from benchmarks.perf.compare_evals import main as compare_evals
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.3, 0.9, 80)
+    for folder, shift in (("a", 0.0), ("b", 0.1)):
+        out = tmp_path / folder / "generators" / "per_pair"
+        out.mkdir(parents=True)
+        pd.DataFrame({"generator": "sigma", "id": [f"p{i}" for i in range(80)], "f1": base - shift,
+                      "manipulated": True}).to_csv(out / "set1.csv", index=False)
+    assert compare_evals(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--dataset", "set1"]) == 0
+    out = capsys.readouterr().out
+    assert "a - b: +0.100 F1" in out and "(significant)" in out
+    with pytest.raises(ValueError, match="no rows for generator 'other'"):
+        compare_evals(["--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--dataset", "set1",
+                       "--generator", "other"])
