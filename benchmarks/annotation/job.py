@@ -74,14 +74,15 @@ def finish(out: Path, source: PairSource, *, rank: int, world: int, limit: int |
 
 
 def annotate_with_config(cfg: Any, pairs: str | Path, out: Path, options: AnnotateOptions, *,
-                         source: PairSource | None = None) -> dict[str, Any] | None:
-    """Annotate `pairs` into `out` with the generator of a composed config (``cfg.generator``): this
-    process's share under torchrun / RANK+WORLD_SIZE, then the merge. Returns the provenance, or None when
-    another rank merges."""
+                         source: PairSource | None = None,
+                         generator: MaskGenerator | None = None) -> dict[str, Any] | None:
+    """Annotate `pairs` into `out` with the generator of a composed config (``cfg.generator``; `generator`:
+    that generator already built from it): this process's share under torchrun / RANK+WORLD_SIZE, then the
+    merge. Returns the provenance, or None when another rank merges."""
     rank, world = rank_world()
     source = source if source is not None else open_source(pairs)
     OmegaConf.update(cfg, "annotate", {"pairs": str(pairs), "out": str(out), **asdict(options)}, force_add=True)
-    generator = generator_from_config(cfg)
+    generator = generator if generator is not None else generator_from_config(cfg)
     if generator.needs_truth:
         raise ValueError(f"generator {cfg.generator.name!r} needs ground-truth masks; annotation is for unlabelled "
                          "corpora")

@@ -18,13 +18,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.annotation.job import annotate_with_config, generator_record
-from benchmarks.annotation.loop import AnnotateOptions
+from benchmarks.annotation.loop import THRESHOLD, AnnotateOptions, model_input
 from benchmarks.annotation.shards import file_stem
 from benchmarks.annotation.stream import write_png
 from benchmarks.builders import generator_from_config
 from benchmarks.config import expand, to_container
 from benchmarks.data.datasets import ensure_suite
-from benchmarks.data.imageio import load_image, load_mask
+from benchmarks.data.imageio import load_image, load_mask, resize_image
 from benchmarks.data.iml import ImlItem, list_iml
 from benchmarks.data.manifest import read_manifest
 from benchmarks.evaluation.loop import Prediction, evaluate
@@ -112,14 +112,14 @@ def annotate_corpus(gcfg: DictConfig, name: str, corpus: Corpus, key: str) -> tu
         return items, {"source": "ground-truth masks", "pairs": len(items)}
     out = Path(gcfg.paths.runs) / "annotate" / f"{name}-{key}"
     listing = out / "iml.json"
-    generator = generator_from_config(gcfg)
-    if generator.needs_truth and not _complete(out):
+    generator = None if _complete(out) else generator_from_config(gcfg)  # built once, only when there is work
+    if generator is not None and generator.needs_truth:
         from_truth(generator, gcfg, corpus, out)
-    elif not _complete(out):
+    elif generator is not None:
         options = AnnotateOptions(batch_size=int(gcfg.profile.batch_size), num_workers=int(gcfg.profile.num_workers),
                                   on_error="skip")
         start = time.perf_counter()
-        prov = annotate_with_config(gcfg, corpus.pairs, out, options)
+        prov = annotate_with_config(gcfg, corpus.pairs, out, options, generator=generator)
         if prov is None or not prov.get("complete", False):
             raise RuntimeError(f"{out}: the annotation did not complete; run the same command again")
         log.info("%s: corpus annotated in %.1f s -> %s", name, time.perf_counter() - start, out)
@@ -148,13 +148,12 @@ def from_truth(generator: MaskGenerator, gcfg: DictConfig, corpus: Corpus, out: 
     for record in read_manifest(corpus.pairs):
         if record.id not in corpus.truth:
             continue
-        original, edited = (torch.from_numpy(load_image(p)).permute(2, 0, 1)[None].float().div_(255.0)
-                            for p in (record.original, record.edited))
-        if original.shape != edited.shape:  # as the annotation loop does: the original resized to the edit
-            original = torch.nn.functional.interpolate(original, size=edited.shape[-2:], mode="bilinear",
-                                                       antialias=True, align_corners=False)
+        edited = load_image(record.edited)
+        original = resize_image(load_image(record.original), edited.shape[:2])  # as the pair sources do
+        original, edited = (model_input(torch.from_numpy(a).permute(2, 0, 1)[None].contiguous())
+                            for a in (original, edited))
         truth = torch.from_numpy(load_mask(corpus.truth[record.id]))[None, None].float()
-        mask = generator.generate(original, edited, [record.instruction], truth=truth)[0, 0] >= 0.5
+        mask = generator.generate(original, edited, [record.instruction], truth=truth)[0, 0] >= THRESHOLD
         path = masks / f"{file_stem(record.id)}.png"
         write_png(path, mask.numpy().astype(np.uint8) * 255, tmp)
         listing.append([str(record.edited), os.path.relpath(path, out)])
