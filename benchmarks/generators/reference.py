@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.generators.base import GeneratorInfo, MaskGenerator, register_generator
+from benchmarks.generators.quality import stability
 
 
 class Oracle(MaskGenerator):
@@ -23,6 +24,13 @@ class Constant(MaskGenerator):
 
     def forward(self, original, edited, instruction, truth=None):
         return torch.full_like(edited[:, :1], self.value)
+
+    def forward_scored(self, original, edited, instruction, truth=None):
+        """The mask and its stability, computed on one pixel: every pixel holds the same value, so the
+        score is the one :func:`~benchmarks.generators.quality.stability` gives the whole mask, at no cost
+        (the default would threshold and count every pixel of the batch twice)."""
+        mask = self.forward(original, edited, instruction, truth)
+        return mask, stability(mask[:, :, :1, :1].clamp(0.0, 1.0)), [{} for _ in range(mask.shape[0])]
 
 
 @register_generator("oracle")

@@ -247,6 +247,22 @@ def backbone_only(generator, size: int, batch_size: int, n: int, device: torch.d
     return steps * batch_size / (time.perf_counter() - t)
 
 
+def file_cost(folder: str | None, n: int = 500, size: int = 2048) -> float:
+    """CPU ms (user + system) of this process to write one small file as the loop writes each mask (under a
+    temporary name, then renamed: :func:`~benchmarks.annotation.stream.write_file`), in `folder`. On some
+    disks creating a file costs as much CPU as decoding a pair: a floor under the loop's cost that no change
+    to the loop removes, printed so a low ratio can be read against it."""
+    from benchmarks.annotation.stream import write_file
+
+    data = bytes(size)
+    with tempfile.TemporaryDirectory(prefix="annotate-files-", dir=folder) as out:
+        out = Path(out)
+        start = cpu_seconds()
+        for i in range(n):
+            write_file(out / f"{i}.png", data, out)
+        return 1000 * (cpu_seconds() - start) / n
+
+
 def _sources(args: argparse.Namespace, scratch: Path) -> list[tuple[str, Any]]:
     if not args.pairs:
         return [("synthetic", SyntheticSource(args.n, args.size, unique_instructions=args.unique_instructions))]
@@ -280,6 +296,8 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
           f"{args.n} pairs per source; best of {args.repeat}{'; compiled' if args.compile else ''}")
     if args.scratch:
         Path(args.scratch).mkdir(parents=True, exist_ok=True)
+    print(f"files in {args.scratch or tempfile.gettempdir()}: {file_cost(args.scratch):.2f} ms CPU to write one 2 KB "
+          f"file (the loop writes one per mask, and for parquet one per edited image)")
     with tempfile.TemporaryDirectory(prefix="annotate-sources-", dir=args.scratch) as folder:
         for label, source in _sources(args, Path(folder)):
             print(f"source {label}")

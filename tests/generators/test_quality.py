@@ -109,6 +109,15 @@ def test_generate_scored_default_is_the_masks_stability():
     assert torch.equal(scored.quality, stability(scored.mask)) and scored.diagnostics == [{}, {}]
 
 
+@pytest.mark.parametrize("value", [0.0, 0.45, 0.5, 1.0])
+def test_a_constant_masks_quality_is_the_stability_of_the_whole_mask(value):
+    from benchmarks.generators.reference import Constant
+
+    x = torch.rand(3, 3, 16, 24)
+    scored = Constant(value, "c").generate_scored(x, x)
+    assert torch.equal(scored.quality, stability(scored.mask)) and scored.quality.shape == (3,)
+
+
 # ------------------------------------------------------------------------------ false positives on no-edit pairs
 
 
