@@ -88,3 +88,9 @@ def test_committed_results_record_no_machine_paths():
            if p.parts[len(ROOT.parts)] == "results" and p.suffix in (".json", ".yaml", ".csv", ".md") and p.is_file()
            and pattern.search(p.read_text(encoding="utf-8", errors="ignore"))]
     assert not bad, f"committed results with absolute paths of the machine that made them: {bad}"
+
+
+def test_no_tracked_symlink():
+    # a committed link (a worktree's .venv -> the main checkout's) replaces the real folder on checkout
+    links = [str(p.relative_to(ROOT)) for p in _tracked_files() if p.is_symlink()]
+    assert not links, f"tracked symbolic links (git rm --cached them): {links}"
