@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
+import torch
 
 log = logging.getLogger(__name__)
 
@@ -339,6 +340,24 @@ def warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> tuple
     inside = cv2.warpPerspective(np.ones(image.shape[:2], np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
     return warped, inside > 0.999
+
+
+def align_onto(original: torch.Tensor, edited: torch.Tensor, cfg: RegistrationConfig,
+               log: RegistrationLog) -> torch.Tensor:
+    """(B,3,H,W) originals in [0,1] registered and warped onto their edited images' grids, for models that
+    compare the two pixel by pixel. Where a warp uncovers the border (no original there), the edited pixels
+    are copied in: no difference, so no evidence either way. Same device and dtype as ``original``."""
+    o = np.ascontiguousarray(original.detach().float().permute(0, 2, 3, 1).cpu().numpy())
+    e = np.ascontiguousarray(edited.detach().float().permute(0, 2, 3, 1).cpu().numpy())
+    out = np.empty_like(o)
+    with opencv_single_thread():
+        for k in range(len(o)):
+            reg = register(o[k], e[k], cfg)
+            log.record(reg)
+            warped, valid = warp(o[k], reg.matrix, e[k].shape[:2])
+            warped[~valid] = e[k][~valid]
+            out[k] = warped
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(original.device, original.dtype)
 
 
 # ---------------------------------------------------------------------------------------------- counting

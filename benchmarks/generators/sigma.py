@@ -10,7 +10,7 @@ from benchmarks.generators.base import GeneratorInfo, MaskGenerator, register_ge
 
 class SigmaGenerator(MaskGenerator):
     def __init__(self, name: str, checkpoint: str, model: dict[str, Any] | None = None, backbone_path: str | None = None,
-                 text_encoder_path: str | None = None, summary: str = ""):
+                 text_encoder_path: str | None = None, summary: str = "", registration: dict[str, Any] | None = None):
         super().__init__()
         from benchmarks.io import file_hash
         from sigma.annotator import MIN_SIDE, SigmaAnnotator
@@ -28,11 +28,27 @@ class SigmaGenerator(MaskGenerator):
                 backbone_path = str(efficientnet_lite0_path())
         self.annotator = SigmaAnnotator.from_checkpoint(checkpoint, expected, backbone_path, text_encoder_path)
         self.min_side = MIN_SIDE
+        self.registration = None  # or the original registered onto the edited image first (aligned_diff's way)
+        if registration is not None:
+            from benchmarks.generators.registration import RegistrationConfig, RegistrationLog
+
+            self.registration = RegistrationConfig.from_dict(registration)
+            self.registration_log = RegistrationLog(name)
+            summary += "; original registered onto the edited image first (keypoints + ECC)"
         self.info = GeneratorInfo(name, summary, paper="SIGMA (semantic differencing + instruction prior)",
                                   weights=f"{checkpoint} (sha256 {file_hash(checkpoint, 16)})")
 
     def forward(self, original, edited, instruction, truth=None):
+        if self.registration is not None:
+            from benchmarks.generators.registration import align_onto
+
+            original = align_onto(original, edited, self.registration, self.registration_log)
         return self.annotator(original, edited, instruction)
+
+    def counters(self) -> dict[str, int]:
+        if self.registration is None:
+            return {}
+        return {f"registration/{k}": v for k, v in self.registration_log.as_dict().items()}
 
 
 def _model(model: Any, **changes: Any) -> dict[str, Any] | None:
@@ -43,10 +59,10 @@ def _model(model: Any, **changes: Any) -> dict[str, Any] | None:
 
 @register_generator("sigma")
 def sigma(checkpoint: str, model: dict | None = None, backbone_path: str | None = None,
-          text_encoder_path: str | None = None) -> MaskGenerator:
+          text_encoder_path: str | None = None, registration: dict | None = None) -> MaskGenerator:
     return SigmaGenerator("sigma", checkpoint, _model(model), backbone_path, text_encoder_path,
                           "frozen-backbone semantic differencing + instruction prior with bidirectional refinement; "
-                          "Stage I + Stage II")
+                          "Stage I + Stage II", registration)
 
 
 @register_generator("grounding_only")

@@ -74,6 +74,24 @@ def test_warp_puts_the_original_on_the_edited_image():
     assert np.abs(warped - edited)[valid].mean() < 0.25 * np.abs(image - edited)[valid].mean()
 
 
+def test_align_onto_warps_each_original_and_fills_the_uncovered_border_from_the_edited_image():
+    from benchmarks.generators.registration import RegistrationLog, align_onto
+
+    image = texture()
+    edited = moved(image, affine(128, 0.7, 1.0, (1.6, -1.3)))
+    original, edited_t = as_batch(image, image), as_batch(edited, image)
+    log = RegistrationLog("test")
+    out = align_onto(original.double(), edited_t.double(), RegistrationConfig(), log)
+    assert out.dtype == torch.float64 and out.shape == original.shape
+    before, after = (original - edited_t).abs()[0].mean(), (out - edited_t).abs()[0].mean()
+    assert after < 0.25 * before  # the moved pair is aligned
+    assert torch.equal(out[1].float(), original[1])  # an aligned pair is left exactly as it is
+    _, valid = warp(image, register(image, edited).matrix, edited.shape[:2])
+    assert not valid.all() and torch.equal(out[0].permute(1, 2, 0)[torch.from_numpy(~valid)].float(),
+                                           edited_t[0].permute(1, 2, 0)[torch.from_numpy(~valid)])
+    assert log.as_dict()["pairs"] == 2
+
+
 def test_a_pair_too_small_for_keypoints_falls_back_to_ecc_and_is_counted():
     image = texture(48, seed=3)
     truth = affine(48, 0.0, 1.0, (0.5, -0.4))

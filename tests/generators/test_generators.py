@@ -253,6 +253,20 @@ def test_sigma_runs_on_empty_instructions_and_odd_sizes(heads_checkpoints):
     assert torch.equal(gen.generate(original, edited, None), gen.generate(original, edited, ["", ""]))
 
 
+def test_sigma_can_register_the_pair_first_and_counts_how(heads_checkpoints):
+    from benchmarks.config import compose
+    from benchmarks.builders import generator_from_config
+
+    base = ["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}"]
+    plain = generator_from_config(compose(base)).eval()
+    registered = generator_from_config(compose([*base, "generator.registration={model: affine}"])).eval()
+    original, edited, _ = _pair(b=2, size=64)
+    out = registered.generate(original, edited, ["", "remove it"])
+    assert out.shape == (2, 1, 64, 64) and torch.isfinite(out).all()
+    assert plain.counters() == {} and registered.counters()["registration/pairs"] == 2
+    assert "registered" in registered.info.summary and "registered" not in plain.info.summary
+
+
 def test_prior_check_swaps_instructions_and_scores_the_prior_against_the_truth(heads_checkpoints):
     from benchmarks.perf.prior_check import InstructionSwap
 
