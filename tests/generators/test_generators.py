@@ -259,7 +259,7 @@ def test_sigma_can_register_the_pair_first_and_counts_how(heads_checkpoints):
 
     base = ["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}"]
     plain = generator_from_config(compose(base)).eval()
-    registered = generator_from_config(compose([*base, "generator.registration={model: affine}"])).eval()
+    registered = generator_from_config(compose([*base, "+generator.registration={model: affine}"])).eval()
     original, edited, _ = _pair(b=2, size=64)
     out = registered.generate(original, edited, ["", "remove it"])
     assert out.shape == (2, 1, 64, 64) and torch.isfinite(out).all()
