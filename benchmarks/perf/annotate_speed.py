@@ -249,9 +249,9 @@ def backbone_only(generator, size: int, batch_size: int, n: int, device: torch.d
 
 def file_cost(folder: str | None, n: int = 500, size: int = 2048) -> float:
     """CPU ms (user + system) of this process to write one small file as the loop writes each mask (under a
-    temporary name, then renamed: :func:`~benchmarks.annotation.stream.write_file`), in `folder`. On some
-    disks creating a file costs as much CPU as decoding a pair: a floor under the loop's cost that no change
-    to the loop removes, printed so a low ratio can be read against it."""
+    temporary name, then renamed: :func:`~benchmarks.annotation.stream.write_file`), in `folder`. How much
+    it costs depends on the disk and on what else writes to it. It is part of the loop's cost that no change
+    to the loop removes, printed so that a low ratio can be read against it."""
     from benchmarks.annotation.stream import write_file
 
     data = bytes(size)
