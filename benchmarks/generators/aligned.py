@@ -35,6 +35,31 @@ def _numpy_images(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().float().permute(0, 2, 3, 1).cpu().numpy())
 
 
+def align_pair(original: np.ndarray, edited: np.ndarray, cfg: RegistrationConfig, log: RegistrationLog
+               ) -> tuple[np.ndarray, np.ndarray, Registration]:
+    """One pair (H,W,3 float32): (original warped onto the edited grid, valid pixels, the registration),
+    counted in `log`."""
+    reg = register(original, edited, cfg)
+    log.record(reg)
+    warped, valid = warp(original, reg.matrix, edited.shape[:2])
+    return warped, valid, reg
+
+
+def align_onto(original: torch.Tensor, edited: torch.Tensor, cfg: RegistrationConfig,
+               log: RegistrationLog) -> torch.Tensor:
+    """(B,3,H,W) originals in [0,1] registered and warped onto their edited images' grids, for models that
+    compare the two pixel by pixel. Where a warp uncovers the border (no original there), the edited pixels
+    are copied in: no difference, so no evidence either way. Same device and dtype as ``original``."""
+    edits = _numpy_images(edited)
+    out = np.empty_like(edits)
+    with opencv_single_thread():
+        for k, (o, e) in enumerate(zip(_numpy_images(original), edits)):
+            warped, valid, _ = align_pair(o, e, cfg, log)
+            warped[~valid] = e[~valid]
+            out[k] = warped
+    return torch.from_numpy(out).permute(0, 3, 1, 2).to(original.device, original.dtype)
+
+
 class _Aligned(MaskGenerator):
     """Registration shared by the aligned baselines: one transform per pair, counted in :meth:`counters`."""
 
@@ -45,13 +70,10 @@ class _Aligned(MaskGenerator):
 
     def align(self, original: np.ndarray, edited: np.ndarray) -> tuple[np.ndarray, np.ndarray, Registration]:
         """One pair (H,W,3 float32): (original warped onto the edited grid, valid pixels, the registration)."""
-        reg = register(original, edited, self.registration)
-        self.registration_log.record(reg)
-        warped, valid = warp(original, reg.matrix, edited.shape[:2])
-        return warped, valid, reg
+        return align_pair(original, edited, self.registration, self.registration_log)
 
     def counters(self) -> dict[str, int]:
-        return {f"registration/{k}": v for k, v in self.registration_log.as_dict().items()}
+        return self.registration_log.counters()
 
     def forward(self, original, edited, instruction, truth=None):
         return self.forward_scored(original, edited, instruction, truth)[0]

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -342,24 +341,6 @@ def warp(image: np.ndarray, matrix: np.ndarray, shape: tuple[int, int]) -> tuple
     return warped, inside > 0.999
 
 
-def align_onto(original: torch.Tensor, edited: torch.Tensor, cfg: RegistrationConfig,
-               log: RegistrationLog) -> torch.Tensor:
-    """(B,3,H,W) originals in [0,1] registered and warped onto their edited images' grids, for models that
-    compare the two pixel by pixel. Where a warp uncovers the border (no original there), the edited pixels
-    are copied in: no difference, so no evidence either way. Same device and dtype as ``original``."""
-    o = np.ascontiguousarray(original.detach().float().permute(0, 2, 3, 1).cpu().numpy())
-    e = np.ascontiguousarray(edited.detach().float().permute(0, 2, 3, 1).cpu().numpy())
-    out = np.empty_like(o)
-    with opencv_single_thread():
-        for k in range(len(o)):
-            reg = register(o[k], e[k], cfg)
-            log.record(reg)
-            warped, valid = warp(o[k], reg.matrix, e[k].shape[:2])
-            warped[~valid] = e[k][~valid]
-            out[k] = warped
-    return torch.from_numpy(out).permute(0, 3, 1, 2).to(original.device, original.dtype)
-
-
 # ---------------------------------------------------------------------------------------------- counting
 
 
@@ -390,3 +371,7 @@ class RegistrationLog:
 
     def as_dict(self) -> dict[str, int]:
         return dict(sorted(self.counts.items()))
+
+    def counters(self) -> dict[str, int]:
+        """The counts as a generator's ``counters()`` reports them (``registration/<name>``)."""
+        return {f"registration/{k}": v for k, v in self.as_dict().items()}

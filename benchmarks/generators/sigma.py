@@ -40,15 +40,13 @@ class SigmaGenerator(MaskGenerator):
 
     def forward(self, original, edited, instruction, truth=None):
         if self.registration is not None:
-            from benchmarks.generators.registration import align_onto
+            from benchmarks.generators.aligned import align_onto
 
             original = align_onto(original, edited, self.registration, self.registration_log)
         return self.annotator(original, edited, instruction)
 
     def counters(self) -> dict[str, int]:
-        if self.registration is None:
-            return {}
-        return {f"registration/{k}": v for k, v in self.registration_log.as_dict().items()}
+        return {} if self.registration is None else self.registration_log.counters()
 
 
 def _model(model: Any, **changes: Any) -> dict[str, Any] | None:

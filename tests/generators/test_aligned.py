@@ -75,7 +75,8 @@ def test_warp_puts_the_original_on_the_edited_image():
 
 
 def test_align_onto_warps_each_original_and_fills_the_uncovered_border_from_the_edited_image():
-    from benchmarks.generators.registration import RegistrationLog, align_onto
+    from benchmarks.generators.aligned import align_onto
+    from benchmarks.generators.registration import RegistrationLog
 
     image = texture()
     edited = moved(image, affine(128, 0.7, 1.0, (1.6, -1.3)))
