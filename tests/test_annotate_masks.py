@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.annotation.loop import THRESHOLD, AnnotateOptions, annotate
+from benchmarks.annotation.loop import THRESHOLD, AnnotateOptions, annotate, model_input
 from benchmarks.data.imageio import load_image, verbatim_suffix
 from benchmarks.data.pair_sources import open_source
 
@@ -116,6 +116,16 @@ def test_loop_masks_equal_the_plain_generator_byte_for_byte(name, kind, corpus, 
                 written = list((out / "images").glob(f"{it['id']}.*"))
                 assert [p.read_bytes() for p in written] == [it["edited_bytes"]]
                 assert np.array_equal(load_image(written[0]), it["edited"])
+
+
+def test_model_input_is_the_evaluation_loops_division_for_every_byte_value():
+    """The loop's one-pass conversion (into a kept buffer or not) gives the values `x.float() / 255` gives."""
+    values = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16).expand(2, 3, 16, 16).contiguous()
+    want = values.float() / 255
+    kept: dict[str, torch.Tensor] = {}
+    assert torch.equal(model_input(values), want)
+    assert torch.equal(model_input(values, kept, "original"), want)
+    assert torch.equal(model_input(values[:1], kept, "original"), want[:1])  # another shape: a new buffer
 
 
 def _encoded(array: np.ndarray, fmt: str, **kw) -> bytes:
