@@ -34,8 +34,8 @@ from benchmarks.metrics import PixelMetrics
 from benchmarks.metrics.suite import MetricSuite, SlicedSuite
 from benchmarks.paths import config_roots, portable_tree
 from benchmarks.sigma_training.bank import FeatureBank, load_pairs
-from benchmarks.sigma_training.data import backbone_path, prepare_data
-from benchmarks.sigma_training.inputs import FAMILIES
+from benchmarks.sigma_training.data import backbone_path, bank_key, prepare_data
+from benchmarks.sigma_training.inputs import FAMILIES, data_config
 from benchmarks.sigma_training.export import export, grounding_export
 from benchmarks.sigma_training.stages import VARIANTS, slug, train_variant
 
@@ -146,18 +146,30 @@ def cell_path(cfg: DictConfig, row: str) -> Path:
     return Path(cfg.paths.results) / "sigma" / profile / "ablations" / f"{slug(row)}.json"
 
 
+def training_data_path(cfg: DictConfig) -> Path:
+    """What the learned rows trained on (the data's facts, as the report prints them), kept beside the rows,
+    so that a run that trains nothing (baseline rows only) still reports it."""
+    return cell_path(cfg, "training data")
+
+
 def run_ablations(cfg: DictConfig, overrides: list[str], rows: list[str] | None = None) -> Path:
     """Train and score the asked rows (every variant and baseline by default) on the one data bank, each
-    row a cell reused when it was scored on the same data and sets, then the report over every row held."""
+    row a cell reused when it was scored on the same data and sets, then the report over every row held.
+    The bank is built only when a learned row is to train: its key comes from its inputs' hashes."""
     from sigma.text import TextEncoder
 
     device = device_for(cfg.device)
     t0 = time.perf_counter()
-    data = prepare_data(cfg, device)
+    data = None
+    if data_config(cfg).source == "bank":
+        data_key = bank_key(cfg)[0]
+    else:  # the stream's key needs its sources opened and its autoencoder: prepare it
+        data = prepare_data(cfg, device)
+        data_key = data.info.get("cache_key")
     extra = [name for names in EXTRA_SETS.values() for name in names]
     datasets = pair_datasets(cfg, "all", overrides) + pair_datasets(cfg, ",".join(extra), overrides)
     names = [n for n, _ in datasets]
-    key = {"data": data.info.get("cache_key"), "sets": names}
+    key = {"data": data_key, "sets": names}
     sets = None
     text = None
     for name in pick_rows(rows):
@@ -166,6 +178,8 @@ def run_ablations(cfg: DictConfig, overrides: list[str], rows: list[str] | None 
             continue
         start = time.perf_counter()
         if name in VARIANTS:
+            if data is None:
+                data = prepare_data(cfg, device)
             if sets is None:
                 sets = test_sets(cfg, datasets, device)
                 text = TextEncoder(cfg.sigma.model.text_encoder, path=cfg.sigma.text_encoder_path)
@@ -177,21 +191,32 @@ def run_ablations(cfg: DictConfig, overrides: list[str], rows: list[str] | None 
             scores = score_generator(cfg, name, datasets, overrides)
         write_json(path, {"row": name, "key": key, "scores": scores, "seconds": round(time.perf_counter() - start, 1)})
         log.info("%s: %s", name, {d: round(v["all/f1_per_image"], 3) for d, v in scores.items()})
+    info_path = training_data_path(cfg)
+    if data is not None:
+        write_json(info_path, {"key": data_key, "info": data.info})
+    held = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    info = held["info"] if held.get("key") == data_key else {"cache_key": data_key}
     cells = {r: json.loads(cell_path(cfg, r).read_text()) for r in ROWS if cell_path(cfg, r).is_file()}
     cells = {r: c for r, c in cells.items() if c.get("key") == key}
     table = {r: c["scores"] for r, c in cells.items()}
     timings = {r: c["seconds"] for r, c in cells.items()}
-    out = write_report(cfg, table, names, timings, time.perf_counter() - t0, data.info,
+    out = write_report(cfg, table, names, timings, time.perf_counter() - t0, info,
                        missing=[r for r in ROWS if r not in table])
     save_resolved(cfg, out.parent, "sigma_ablations.config.yaml")
     return out
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _mean(values: list[float | None]) -> float:
+    """NaN when any value is missing (a slice without pairs: NaN when scored, null in a cell read back)."""
+    return sum(_number(v) for v in values) / len(values) if values else float("nan")
 
 
-def _fmt(v: float) -> str:
+def _number(v: float | None) -> float:
+    return float("nan") if v is None else v
+
+
+def _fmt(v: float | None) -> str:
+    v = _number(v)
     return "n/a" if v != v else f"{v:.3f}"
 
 

@@ -29,7 +29,7 @@ from benchmarks.sigma_training.bank import BANK_FORMAT, FeatureBank, PairTable, 
 from benchmarks.sigma_training.inputs import backbone_path, data_config, excluded_families, training_sets
 from benchmarks.sigma_training.stream import prepare_stream
 
-__all__ = ["SigmaTrainingData", "backbone_path", "prepare_bank", "prepare_data", "training_sets"]
+__all__ = ["SigmaTrainingData", "backbone_path", "bank_key", "prepare_bank", "prepare_data", "training_sets"]
 
 log = logging.getLogger(__name__)
 
@@ -83,10 +83,9 @@ def prepare_data(cfg: DictConfig, device: torch.device, progress: bool = True):
     return prepare(cfg, device, progress=False)
 
 
-def prepare_bank(cfg: DictConfig, device: torch.device, progress: bool = True) -> SigmaTrainingData:
-    from sigma.backbone import FrozenBackbone
-    from sigma.roundtrip import DiffusersVAE, editor_roundtrip, train_standin
-
+def bank_key(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """The bank's cache key and the inputs it hashes. Cheap (the manifests' hashes; no pixel is read), so a
+    caller can tell whether a result was made from this bank without building it."""
     inpainting_dir, corpus_dir = training_sets(cfg)
     bpath = backbone_path(cfg)
     key_parts = {"inpainting": file_hash(inpainting_dir / "manifest.jsonl", 16),
@@ -98,7 +97,17 @@ def prepare_bank(cfg: DictConfig, device: torch.device, progress: bool = True) -
     families = excluded_families(cfg)
     if families:  # leave-one-family-out; absent otherwise, so the default bank keeps its key
         key_parts["exclude_families"] = families
-    key = content_hash(key_parts)
+    return content_hash(key_parts), key_parts
+
+
+def prepare_bank(cfg: DictConfig, device: torch.device, progress: bool = True) -> SigmaTrainingData:
+    from sigma.backbone import FrozenBackbone
+    from sigma.roundtrip import DiffusersVAE, editor_roundtrip, train_standin
+
+    inpainting_dir, corpus_dir = training_sets(cfg)
+    bpath = backbone_path(cfg)
+    families = excluded_families(cfg)
+    key, key_parts = bank_key(cfg)
     cache = Path(cfg.paths.home) / "cache" / "sigma" / key
     bank_file = cache / "data.pt"
     if bank_file.is_file():

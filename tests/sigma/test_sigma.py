@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from benchmarks.config import compose
 from benchmarks.sigma_training.stages import VARIANTS
 from sigma.annotator import load_checkpoint, save_checkpoint
 from sigma.losses import bce_dice, disentangle_loss, prior_loss, pseudo_labels
@@ -287,3 +288,26 @@ def test_ablation_rows_are_picked_by_name_or_slug_in_the_table_order():
     assert "difference reference (no text)" in pick_rows(["difference_reference__no_text"])
     with pytest.raises(ValueError, match="unknown"):
         pick_rows(["no_such_row"])
+
+
+def test_baseline_rows_are_scored_without_building_the_training_bank(tmp_path, sigma_overrides, training_sets,
+                                                                     pairs_writer, monkeypatch):
+    """A training-free row needs no training data: its cell carries the bank's key (from the inputs' hashes)
+    without the bank being built, and the report names the data the learned rows were trained on."""
+    from benchmarks.sigma_training import ablations
+    from benchmarks.sigma_training.data import bank_key
+
+    tests = pairs_writer(tmp_path / "test", 6, seed=2)
+    monkeypatch.setattr(ablations, "pair_datasets", lambda cfg, names, overrides: [
+        (n, tests) for n in (["synth_removal"] if names == "all" else names.split(","))])
+    monkeypatch.setattr(ablations, "prepare_data", lambda *a, **k: pytest.fail("the bank was built for a baseline row"))
+    overrides = sigma_overrides(*training_sets, tmp_path / "home")
+    cfg = compose(overrides, command="train-sigma")
+    key = bank_key(cfg)[0]
+    md = ablations.run_ablations(cfg, overrides, ["pixel_diff"]).read_text()
+    cell = json.loads(ablations.cell_path(cfg, "pixel_diff").read_text())
+    assert cell["key"]["data"] == key and "| pixel_diff |" in md
+    assert f'Training data: {{"cache_key": "{key}"}}' in md
+    ablations.training_data_path(cfg).write_text(json.dumps({"key": key, "info": {"cache_key": key, "pairs_stage1": 24}}))
+    md = ablations.run_ablations(cfg, overrides, ["pixel_diff"]).read_text()  # the cell is reused, the facts read back
+    assert '"pairs_stage1": 24' in md
