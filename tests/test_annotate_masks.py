@@ -168,3 +168,17 @@ def test_parquet_edited_images_keep_their_own_files_where_every_reader_sees_the_
     entries = [json.loads(line) for shard in (out / "shards").glob("*.jsonl")
                for line in shard.read_text().splitlines()]
     assert {e["id"]: e["edited"] for e in entries} == {k: f"images/{p.name}" for k, p in written.items()}
+
+
+def test_annotate_speed_times_each_main_process_step(tmp_path, capsys):
+    import argparse
+    import re
+
+    from benchmarks.perf.annotate_speed import main_process_steps
+
+    main_process_steps(argparse.Namespace(batch_size=2, size=32, scratch=str(tmp_path)), torch.device("cpu"), batches=2)
+    lines = capsys.readouterr().out.splitlines()
+    times = {m.group(1).strip(): float(m.group(2)) for m in (re.match(r"\s+(.+?)\s+([\d.]+) ms$", ln) for ln in lines[1:]) if m}
+    assert len(times) == 7 == len(lines) - 1 and all(t >= 0 for t in times.values())
+    assert "uint8 -> float, both images" in times and "write_png, as the loop (encode + file)" in times
+    assert list(tmp_path.iterdir()) == []  # the files it wrote are gone

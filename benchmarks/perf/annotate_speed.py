@@ -29,6 +29,9 @@ parquet copy) where a real ``--out`` would go: creating the mask files is part o
 main process gets the torch threads `bench annotate` gives it (one core left per worker,
 :func:`~benchmarks.annotation.loop.set_cpu_threads`) and model only runs with those same threads.
 
+``--steps`` times, instead, each step the loop's main process takes for a batch (the float conversion, the
+generator ``empty``, the threshold, the mask PNG and its file), in CPU ms per pair.
+
 ``--rss`` streams 10,000 tiny pairs through the same loop and prints the resident memory of this process
 (and of its DataLoader workers) after 1,000 and after 10,000 pairs: memory must stay flat (within +-10 %).
 """
@@ -263,6 +266,64 @@ def file_cost(folder: str | None, n: int = 500, size: int = 2048) -> float:
         return 1000 * (cpu_seconds() - start) / n
 
 
+def main_process_steps(args: argparse.Namespace, device: torch.device, batches: int = 40) -> None:
+    """CPU ms per pair of each step the loop's main process takes for a batch, with the loop's own
+    functions and this process's threads, on one batch of random pixels at ``--size`` whose masks each hold
+    one square: where the main process's share of the cores goes (it competes with the decode workers)."""
+    import io
+    import itertools
+    import zlib
+
+    from PIL import Image
+
+    from benchmarks.annotation.loop import THRESHOLD
+    from benchmarks.annotation.stream import write_file, write_png
+
+    b, s = args.batch_size, args.size
+    rng = torch.Generator().manual_seed(0)
+    originals, editeds = (torch.randint(0, 256, (b, 3, s, s), dtype=torch.uint8, generator=rng).to(device)
+                          for _ in range(2))
+    generator = build_generator("empty", device, [], False)
+    kept: dict[str, torch.Tensor] = {}
+    inputs = model_input(originals), model_input(editeds)
+    prob = torch.zeros(b, 1, s, s, device=device)
+    prob[:, :, s // 4:s // 2, s // 3:2 * s // 3] = 1.0
+    masks = (prob >= THRESHOLD).to(torch.uint8).mul_(255).cpu().numpy()
+    rows = np.concatenate([np.zeros((s, 1), np.uint8), masks[0, 0]], axis=1).tobytes()  # PNG rows, filter 0
+    encoded = bytes(1)
+
+    def encode_all() -> None:
+        nonlocal encoded
+        for j in range(b):
+            buffer = io.BytesIO()
+            Image.fromarray(masks[j, 0]).save(buffer, format="PNG", compress_level=1)
+            encoded = buffer.getvalue()
+
+    with tempfile.TemporaryDirectory(prefix="annotate-steps-", dir=args.scratch) as out:
+        out, names = Path(out), itertools.count()
+        steps = {
+            "uint8 -> float, both images": lambda: (model_input(originals, kept, "original"),
+                                                    model_input(editeds, kept, "edited")),
+            "generator `empty` (mask and score)": lambda: generator.generate_scored(*inputs, [""] * b),
+            "threshold, mask to host": lambda: (prob >= THRESHOLD).to(torch.uint8).mul_(255).cpu().numpy(),
+            "mask PNG, encoded in memory (PIL)": encode_all,
+            "  deflate of its rows alone (zlib)": lambda: [zlib.compress(rows, 1) for _ in range(b)],
+            "mask file: write + rename": lambda: [write_file(out / f"{next(names)}.png", encoded, out) for _ in range(b)],
+            "write_png, as the loop (encode + file)": lambda: [write_png(out / f"{next(names)}.png", masks[j, 0], out)
+                                                                for j in range(b)],
+        }
+        print(f"main-process steps on {device}: batch {b}, {s}x{s} px, torch threads {torch.get_num_threads()}; "
+              f"CPU ms per pair, {batches} batches each; files in {args.scratch or tempfile.gettempdir()}")
+        for name, step in steps.items():
+            step()
+            _sync(device)
+            start = cpu_seconds()
+            for _ in range(batches):
+                step()
+            _sync(device)
+            print(f"  {name:42s} {1000 * (cpu_seconds() - start) / (batches * b):7.3f} ms")
+
+
 def _sources(args: argparse.Namespace, scratch: Path) -> list[tuple[str, Any]]:
     if not args.pairs:
         return [("synthetic", SyntheticSource(args.n, args.size, unique_instructions=args.unique_instructions))]
@@ -404,6 +465,8 @@ def main() -> None:
     parser.add_argument("--random-heads", action="store_true",
                         help="sigma / grounding_only: randomly initialised heads instead of a trained checkpoint")
     parser.add_argument("--rss", action="store_true", help="measure RSS over a long stream instead of speed")
+    parser.add_argument("--steps", action="store_true", help="time each step of the loop's main process per batch "
+                        "instead (CPU ms per pair, --size px, --batch-size)")
     parser.add_argument("--rss-n", type=int, default=10_000, help="pairs streamed in the RSS run")
     parser.add_argument("--rss-first", type=int, default=1_000, help="first RSS sample after this many pairs")
     parser.add_argument("--rss-size", type=int, default=32, help="image side in the RSS run")
@@ -415,7 +478,7 @@ def main() -> None:
     elif device.type == "cpu":
         set_cpu_threads(args.num_workers)
     args.generators = args.generators or ("pixel_diff" if args.rss else "empty,pixel_diff,sigma")
-    (rss if args.rss else speed)(args, device)
+    (main_process_steps if args.steps else rss if args.rss else speed)(args, device)
 
 
 if __name__ == "__main__":
