@@ -87,7 +87,7 @@ def model_input(images: torch.Tensor, kept: dict[str, torch.Tensor] | None = Non
     buf = kept.get(role)
     if buf is None or buf.shape != images.shape or buf.device != images.device:
         buf = kept[role] = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    return torch.div(images, 255.0, out=buf)  # one pass over the pixels (a copy, then a division, took two)
+    return torch.div(images, 255.0, out=buf)  # one pass over the pixels: read uint8, write float
 
 
 def _ranks_count(n: int, rank: int, world: int) -> int:
