@@ -90,6 +90,12 @@ def model_input(images: torch.Tensor, kept: dict[str, torch.Tensor] | None = Non
     return torch.div(images, 255.0, out=buf)  # one pass over the pixels: read uint8, write float
 
 
+def mask_pixels(prob: torch.Tensor, soft: bool = False) -> torch.Tensor:
+    """Mask probabilities as the loop writes them: uint8 0 / 255 at THRESHOLD, or with `soft` the
+    probability scaled to 0..255."""
+    return (prob * 255.0).round().to(torch.uint8) if soft else (prob >= THRESHOLD).to(torch.uint8).mul_(255)
+
+
 def _ranks_count(n: int, rank: int, world: int) -> int:
     return max(0, (n - rank + world - 1) // world)
 
@@ -194,9 +200,7 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                 edit = model_input(editeds[sel, :, :h, :w], kept, "edited")
                 with autocast:
                     scored = generator.generate_scored(orig, edit, [batch["entry"][k]["instruction"] for k in members])
-                prob = scored.mask.float()
-                masks = ((prob * 255.0).round().to(torch.uint8) if options.soft
-                         else (prob >= THRESHOLD).to(torch.uint8).mul_(255))
+                masks = mask_pixels(scored.mask.float(), options.soft)
                 masks = masks.cpu().numpy()  # back from the device once per size group, with the quality below
                 quality = scored.quality.float().cpu().tolist()
                 for j, k in enumerate(members):

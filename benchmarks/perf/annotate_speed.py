@@ -276,7 +276,7 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
 
     from PIL import Image
 
-    from benchmarks.annotation.loop import THRESHOLD
+    from benchmarks.annotation.loop import mask_pixels
     from benchmarks.annotation.stream import write_file, write_png
 
     b, s = args.batch_size, args.size
@@ -288,7 +288,7 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
     inputs = model_input(originals), model_input(editeds)
     prob = torch.zeros(b, 1, s, s, device=device)
     prob[:, :, s // 4:s // 2, s // 3:2 * s // 3] = 1.0
-    masks = (prob >= THRESHOLD).to(torch.uint8).mul_(255).cpu().numpy()
+    masks = mask_pixels(prob).cpu().numpy()
     rows = np.concatenate([np.zeros((s, 1), np.uint8), masks[0, 0]], axis=1).tobytes()  # PNG rows, filter 0
     encoded = bytes(1)
 
@@ -305,7 +305,7 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
             "uint8 -> float, both images": lambda: (model_input(originals, kept, "original"),
                                                     model_input(editeds, kept, "edited")),
             "generator `empty` (mask and score)": lambda: generator.generate_scored(*inputs, [""] * b),
-            "threshold, mask to host": lambda: (prob >= THRESHOLD).to(torch.uint8).mul_(255).cpu().numpy(),
+            "threshold, mask to host": lambda: mask_pixels(prob).cpu().numpy(),
             "mask PNG, encoded in memory (PIL)": encode_all,
             "  deflate of its rows alone (zlib)": lambda: [zlib.compress(rows, 1) for _ in range(b)],
             "mask file: write + rename": lambda: [write_file(out / f"{next(names)}.png", encoded, out) for _ in range(b)],
