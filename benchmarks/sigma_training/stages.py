@@ -70,8 +70,10 @@ def train_variant(cfg: DictConfig, data: SigmaTrainingData, variant: str, device
     stage1_from = stage1_only_from
     if spec.get("stage1_from") == "full":
         stage1_from = work_dir(cfg, data) / "stage1_last.pt"
-        if not stage1_from.is_file():
-            raise FileNotFoundError(f"{variant!r} starts from the full model's Stage I ({stage1_from}): train it first")
+        if not stage1_from.is_file():  # a fresh home folder: the full model's Stage I, seeded as it always is
+            log.info("%r starts from the full model's Stage I, not trained in %s yet: training it", variant,
+                     stage1_from.parent)
+            train(cfg, data, stage1_from.parent, run_stage2=False, device=device)
     return train(cfg, data, work_dir(cfg, data, variant), model_overrides=spec.get("model"),
                  stage2_overrides=spec.get("stage2") or {}, stage1_from=stage1_from,
                  run_stage2=run_stage2 and spec.get("stage2", {}) is not None, device=device)

@@ -235,6 +235,34 @@ def test_training_folder_depends_on_training_inputs_not_on_the_export_path(tmp_p
     assert work_dir(cfg(), data) == work_dir(cfg(data={"source": "bank", "workers": 7}), data)
 
 
+def test_a_stage_ii_ablation_trains_the_full_models_stage_i_first_when_the_home_has_none(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from benchmarks.sigma_training import stages
+
+    data = SimpleNamespace(info={"cache_key": "bank-1"})
+    cfg = OmegaConf.create({"paths": {"home": str(tmp_path)}, "sigma": {"seed": 0}})
+    calls = []
+
+    def fake_train(cfg, data, work, **kw):
+        calls.append((work, kw))
+        if not kw.get("run_stage2", True):  # Stage I only: leave its checkpoint where the full model keeps it
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "stage1_last.pt").write_bytes(b"stage 1")
+        return None, {}
+
+    monkeypatch.setattr(stages, "train", fake_train)
+    full = stages.work_dir(cfg, data)
+    stages.train_variant(cfg, data, "Stage II without EMA self-training", torch.device("cpu"))
+    assert [(work, kw.get("run_stage2"), kw.get("stage1_from")) for work, kw in calls] == [
+        (full, False, None), (full / "variants" / "stage_ii_without_ema_self_training", True, full / "stage1_last.pt")]
+    calls.clear()  # with the full model's Stage I there, it is reused, never trained again
+    stages.train_variant(cfg, data, "Stage II without disentanglement loss", torch.device("cpu"))
+    assert [kw.get("stage1_from") for _, kw in calls] == [full / "stage1_last.pt"]
+
+
 def test_the_data_node_stays_out_of_the_exported_record(tmp_path):
     from omegaconf import OmegaConf
 
