@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.data.imageio import save_png
-from benchmarks.io import content_hash, write_json
+from benchmarks.io import content_hash, exclusive_lock, write_json
 from benchmarks.synth.alt_edits import ALT_FAMILIES, alt_side_effect
 from benchmarks.synth.alt_editor import alt_round_trip
 from benchmarks.synth.editor import RoundTripConfig, jpeg_roundtrip, psnr, round_trip
@@ -325,11 +325,21 @@ def plan(cfg: SynthConfig) -> list[Job]:
 
 
 def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, progress: bool = True) -> Path:
-    """Write the suite (or reuse a complete one with the same config hash). Returns its folder."""
+    """Write the suite (or reuse a complete one with the same config hash). Returns its folder. Two
+    processes that need the same suite at once build it once: the second waits on the first's lock."""
     root = suite_dir(cfg, data_root)
     if (root / "DONE").is_file() and not force:
         log.info("synthetic suite up to date: %s", root)
         return root
+    with exclusive_lock(root.with_name(f".{root.name}.lock")):
+        if (root / "DONE").is_file() and not force:
+            log.info("synthetic suite built by another process meanwhile: %s", root)
+            return root
+        _build(cfg, root, progress)
+    return root
+
+
+def _build(cfg: SynthConfig, root: Path, progress: bool) -> None:
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -357,7 +367,6 @@ def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, pr
     write_json(root / "stats.json", stats)
     write_json(root / "config.json", asdict(cfg))
     (root / "DONE").write_text(cfg.content_hash() + "\n")
-    return root
 
 
 def _write_outputs(cfg: SynthConfig, root: Path, rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:

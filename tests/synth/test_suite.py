@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import cv2
@@ -16,6 +17,7 @@ from benchmarks.data.imageio import load_image, load_mask
 from benchmarks.data.manifest import PairsDataset, read_manifest
 from benchmarks.data.schema import validate_sample
 from benchmarks.data.transforms import Geometry
+from benchmarks.io import exclusive_lock
 from benchmarks.synth.build import SynthConfig, build_suite, suite_dir
 from benchmarks.synth.editor import psnr
 from benchmarks.synth.instructions import location
@@ -43,6 +45,23 @@ def _tree_digest(root: Path) -> dict[str, str]:
 def test_deterministic_and_independent_of_worker_count(suite, tmp_path):
     again = build_suite(dataclasses.replace(SMALL, workers=1), tmp_path, progress=False)
     assert _tree_digest(again) == _tree_digest(suite)
+
+
+def test_a_second_build_of_the_same_suite_waits_for_the_first_and_reuses_it(tmp_path):
+    # two jobs (the study's, a training run) asking for one suite at once: the second must not rebuild the
+    # folder the first is writing and reading
+    tiny = dataclasses.replace(SMALL, n_inpainting=0, n_corpus=0, n_per_benchmark=3, benchmarks=("splice",), workers=1)
+    root = suite_dir(tiny, tmp_path)
+    result: list[Path] = []
+    with exclusive_lock(root.with_name(f".{root.name}.lock")):          # the first builder holds the lock
+        second = threading.Thread(target=lambda: result.append(build_suite(tiny, tmp_path, progress=False)))
+        second.start()
+        second.join(timeout=1.0)
+        assert second.is_alive() and not root.exists()
+        root.mkdir(parents=True)
+        (root / "DONE").write_text(tiny.content_hash() + "\n")      # ... and finishes
+    second.join(timeout=60)
+    assert result == [root] and sorted(p.name for p in root.iterdir()) == ["DONE"]
 
 
 def test_seed_changes_content(tmp_path):
