@@ -32,9 +32,9 @@ def detector_params(dcfg: DictConfig | dict) -> dict[str, Any]:
     params = {k: v for k, v in (to_container(dcfg) if isinstance(dcfg, DictConfig) else dict(dcfg)).items()
               if k != "name"}
     if params.get("pretrained_path") == OFFLINE_LITE0:
-        from benchmarks.weights import efficientnet_lite0_path
+        from benchmarks.weights import offline_backbone_file
 
-        params["pretrained_path"] = str(efficientnet_lite0_path())
+        params["pretrained_path"] = offline_backbone_file("tf_efficientnet_lite0")
     return params
 
 

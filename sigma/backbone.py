@@ -1,7 +1,8 @@
 """Frozen vision backbones for semantic-feature differencing, as a pyramid at strides 4 / 8 / 16.
 
 - ``tf_efficientnet_lite0`` (offline default): timm features at reductions 4/8/16 (24/40/112 channels),
-  ImageNet weights from a timm-format file (``pretrained_path``), input (x - 0.5) / 0.5.
+  ImageNet weights from a timm-format file (``pretrained_path``), input (x - 0.5) / 0.5; ``-lite1`` (same
+  channels) and ``-lite2`` (24/48/120), deeper and wider, have offline weights too.
 - DINOv2 geometry (``vit_small_patch14_dinov2``, ``vit_base_patch14_dinov2``): patch tokens of several
   blocks (a ViT has one stride, 14), resampled to strides 4/8/16 so the same heads apply; weights from
   ``pretrained_path`` (a timm state dict) or timm's pretrained flag for users with a network.
@@ -34,6 +35,8 @@ class BackboneSpec:
 
 SPECS = {
     "tf_efficientnet_lite0": BackboneSpec("tf_efficientnet_lite0", (24, 40, 112), (0.5,) * 3, (0.5,) * 3),
+    "tf_efficientnet_lite1": BackboneSpec("tf_efficientnet_lite1", (24, 40, 112), (0.5,) * 3, (0.5,) * 3),
+    "tf_efficientnet_lite2": BackboneSpec("tf_efficientnet_lite2", (24, 48, 120), (0.5,) * 3, (0.5,) * 3),
     "vit_small_patch14_dinov2": BackboneSpec("vit_small_patch14_dinov2", (384, 384, 384), (0.485, 0.456, 0.406),
                                              (0.229, 0.224, 0.225), vit_blocks=(3, 7, 11)),
     "vit_base_patch14_dinov2": BackboneSpec("vit_base_patch14_dinov2", (768, 768, 768), (0.485, 0.456, 0.406),

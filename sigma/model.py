@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sigma.backbone import SPECS
+
 REFINEMENTS = ("bidirectional", "film", "none")
 
 
@@ -43,6 +45,10 @@ class SigmaConfig:
             raise ValueError(f"refinement {self.refinement!r} is unknown; use one of {REFINEMENTS}")
         if not self.difference and not self.use_text:
             raise ValueError("grounding_only (difference=False) needs use_text=True: it has no other input")
+        spec = SPECS.get(self.backbone)
+        if spec is not None and tuple(self.backbone_channels) != spec.channels:
+            raise ValueError(f"backbone_channels={list(self.backbone_channels)} do not match {self.backbone}'s "
+                             f"{list(spec.channels)}; set sigma.model.backbone_channels={list(spec.channels)}")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -195,10 +195,10 @@ class AlignedSemantic(_Aligned):
                              "for strides 4/8/16, not all zero, e.g. [1, 1, 1]")
         if threshold not in ("otsu", "mad"):
             raise ValueError(f"aligned_semantic threshold={threshold!r}; use 'otsu' or 'mad'")
-        if pretrained_path is None and not pretrained and backbone == "tf_efficientnet_lite0":
-            from benchmarks.weights import efficientnet_lite0_path
+        if pretrained_path is None and not pretrained:
+            from benchmarks.weights import offline_backbone_file
 
-            pretrained_path = str(efficientnet_lite0_path())
+            pretrained_path = offline_backbone_file(backbone)
         self.backbone = FrozenBackbone(backbone, pretrained_path, pretrained)
         self.layer_weights, self.sigma, self.threshold = layer_weights, float(sigma), threshold
         if input_scale <= 0:

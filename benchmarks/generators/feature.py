@@ -26,10 +26,10 @@ class FeatureDiff(MaskGenerator):
                  pretrained_path: str | None = None, pretrained: bool = False, threshold: float | str = "otsu",
                  sigma: float = 2.0, min_threshold: float = 0.02, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None):
         super().__init__()
-        if pretrained_path is None and not pretrained and backbone == "tf_efficientnet_lite0":
-            from benchmarks.weights import efficientnet_lite0_path
+        if pretrained_path is None and not pretrained:
+            from benchmarks.weights import offline_backbone_file
 
-            pretrained_path = str(efficientnet_lite0_path())
+            pretrained_path = offline_backbone_file(backbone)
         self.backbone = timm_encoder(backbone, tuple(out_indices), pretrained_path, pretrained).eval()
         for p in self.backbone.parameters():
             p.requires_grad_(False)

@@ -22,10 +22,9 @@ class SigmaGenerator(MaskGenerator):
                                     "(or set generator.checkpoint=/path/to/sigma.pt)")
         expected = SigmaConfig.from_dict(model) if model else None
         if backbone_path is None:
-            from benchmarks.weights import efficientnet_lite0_path
+            from benchmarks.weights import offline_backbone_file
 
-            if (expected.backbone if expected else "tf_efficientnet_lite0") == "tf_efficientnet_lite0":
-                backbone_path = str(efficientnet_lite0_path())
+            backbone_path = offline_backbone_file(expected.backbone if expected else "tf_efficientnet_lite0")
         self.annotator = SigmaAnnotator.from_checkpoint(checkpoint, expected, backbone_path, text_encoder_path)
         self.min_side = MIN_SIDE
         self.registration = None  # or the original registered onto the edited image first (aligned_diff's way)

@@ -59,14 +59,13 @@ def data_config(cfg: DictConfig) -> SigmaDataConfig:
 
 
 def backbone_path(cfg: DictConfig) -> str | None:
-    """The frozen backbone's weights: ``sigma.backbone_path``, else the offline EfficientNet-Lite0 file."""
+    """The frozen backbone's weights: ``sigma.backbone_path``, else the backbone's offline file
+    (EfficientNet-Lite0/1/2), else None."""
     if cfg.sigma.backbone_path:
         return str(cfg.sigma.backbone_path)
-    if cfg.sigma.model.backbone == "tf_efficientnet_lite0":
-        from benchmarks.weights import efficientnet_lite0_path
+    from benchmarks.weights import offline_backbone_file
 
-        return str(efficientnet_lite0_path())
-    return None
+    return offline_backbone_file(cfg.sigma.model.backbone)
 
 
 def training_sets(cfg: DictConfig) -> tuple[Path, Path]:
