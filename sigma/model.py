@@ -36,7 +36,7 @@ class SigmaConfig:
     use_text: bool = True                         # instruction prior (grounding head)
     refinement: str = "bidirectional"             # bidirectional | film (one-way) | none
     difference: bool = True                       # False: grounding_only (no original image)
-    fullres: bool = False                         # a full-resolution pixel branch (~7x a CPU training step)
+    fullres: bool = False                         # a full-resolution pixel branch (2-3x a CPU training step)
     embed_dim: int = 32                           # disentanglement embedding
     color_diff: bool = True                       # mean colour change per stride-4 cell, added to that level
 
