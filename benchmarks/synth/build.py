@@ -331,6 +331,7 @@ def build_suite(cfg: SynthConfig, data_root: str | Path, force: bool = False, pr
     if (root / "DONE").is_file() and not force:
         log.info("synthetic suite up to date: %s", root)
         return root
+    cfg.world.verify(cfg.train_photos + cfg.val_photos + cfg.test_photos)  # a bad photo stops the build before any write
     with exclusive_lock(root.with_name(f".{root.name}.lock")):
         if (root / "DONE").is_file() and not force:
             log.info("synthetic suite built by another process meanwhile: %s", root)
@@ -343,7 +344,6 @@ def _build(cfg: SynthConfig, root: Path, progress: bool) -> None:
     from tqdm import tqdm
 
     start = time.perf_counter()
-    cfg.world.verify(cfg.train_photos + cfg.val_photos + cfg.test_photos)  # a bad photo stops the build before any work
     root.mkdir(parents=True, exist_ok=True)
     (root / "DONE").unlink(missing_ok=True)
     jobs = plan(cfg)
