@@ -88,4 +88,3 @@ def offline_backbone_file(timm_name: str) -> str | None:
     save_torch(converted, out)
     log.info("converted %s -> %s", info.source, out)
     return str(out)
-
