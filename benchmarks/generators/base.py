@@ -137,4 +137,4 @@ def create_generator(name: str, **kwargs: Any) -> MaskGenerator:
 
 def _import_builtin() -> None:
     # imported for their registration side effects
-    from benchmarks.generators import aligned, feature, ladder, pixel, reference, sigma  # noqa: F401
+    from benchmarks.generators import aligned, feature, fusion, ladder, pixel, reference, sigma  # noqa: F401

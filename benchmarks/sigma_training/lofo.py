@@ -67,23 +67,51 @@ def run_cell(cfg: DictConfig, overrides: list[str], left_out: str, families: lis
             "stage_seconds": {s: (summary.get(s) or {}).get("seconds") for s in ("stage1", "stage2")}}
 
 
+def in_family_from_ablations(cfg: DictConfig) -> dict[str, Any] | None:
+    """The in-family cell read from the ablations' full row (the same model: the profile's full SIGMA on the
+    default bank) when that row was trained on this configuration's bank (its key's ``data`` is this
+    bank's key; cheap, no pixel is read) and scored on every family's sets; None otherwise."""
+    from benchmarks.sigma_training.ablations import cell_path
+    from benchmarks.sigma_training.data import bank_key
+
+    path = cell_path(cfg, "sigma (full)")
+    if not path.is_file():
+        return None
+    row = json.loads(path.read_text())
+    wanted = [name for f in FAMILIES for name in family_sets(f)]
+    if (row.get("key") or {}).get("data") != bank_key(cfg)[0] or any(n not in row["scores"] for n in wanted):
+        return None
+    return {"left_out": ALL, "scores": {n: row["scores"][n] for n in wanted}, "seconds": row.get("seconds"),
+            "source": f"{path.parent.name}/{path.name} (the ablations' full row, same bank key)"}
+
+
 def run_lofo(cfg: DictConfig, overrides: list[str], families: list[str] | None = None) -> Path:
-    """Every family's cell (and the in-family model's), each reused when finished, then the report."""
+    """Every asked family's cell, each reused when finished, then the in-family model's (read from the
+    ablations' full row when it matches, trained otherwise), then the report. Held-out cells come first:
+    they are what the protocol adds."""
     families = list(families or FAMILIES)
     unknown = sorted(set(families) - set(FAMILIES))
     if unknown:
         raise ValueError(f"--family {unknown}: unknown; the families are {list(FAMILIES)}")
     folder = cell_dir(cfg)
     cells = {}
-    for left_out in [ALL, *families]:
+    for left_out in [*families, ALL]:
         path = folder / f"{left_out}.json"
-        wanted = FAMILIES if left_out == ALL else [left_out]
         if path.is_file():
             cells[left_out] = json.loads(path.read_text())
             continue
+        if left_out == ALL:
+            reused = in_family_from_ablations(cfg)
+            if reused is not None:
+                log.info("leave-one-family-out: the in-family model from %s", reused["source"])
+                cells[ALL] = reused
+                continue
         log.info("leave-one-family-out: training without %s", left_out if left_out != ALL else "nothing")
+        wanted = FAMILIES if left_out == ALL else [left_out]
         cells[left_out] = run_cell(cfg, overrides, left_out, list(wanted))
         write_json(path, cells[left_out])
+    for path in sorted(folder.glob("*.json")):  # cells of other families from earlier runs
+        cells.setdefault(path.stem, json.loads(path.read_text()))
     return write_report(cfg, cells)
 
 
@@ -136,6 +164,8 @@ def write_report(cfg: DictConfig, cells: dict[str, dict[str, Any]]) -> Path:
                      f"**{fmt(mean, 'benchmark_drop', True)}** | {fmt(mean, 'general_in_family')} | "
                      f"{fmt(mean, 'general_held_out')} | **{fmt(mean, 'general_drop', True)}** |")
     missing = [f for f in FAMILIES if f not in cells]
+    if (cells.get(ALL) or {}).get("source"):
+        lines += ["", f"In-family F1 from {cells[ALL]['source']}."]
     lines += ["", f"Cells: {', '.join(sorted(cells))}" + (f"; missing: {', '.join(missing)} "
                                                            "(`bench train-sigma --variant lofo` trains them)"
                                                            if missing else "") + ".",

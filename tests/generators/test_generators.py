@@ -23,7 +23,9 @@ def _pair(seed: int = 0, b: int = 2, size: int = 64):
     return contract_pair(seed, b, size)
 
 
-LEARNED = {"sigma", "grounding_only"}  # need a checkpoint; tested here with freshly initialized heads
+# need a checkpoint (the config key that names it); tested here with freshly initialized heads
+LEARNED = {"sigma": "generator.checkpoint", "grounding_only": "generator.checkpoint",
+           "sigma_aligned": "generator.sigma.checkpoint"}
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +37,15 @@ def heads_checkpoints(tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("sigma-heads")
     torch.manual_seed(0)
     return {"sigma": str(save_checkpoint(folder / "sigma.pt", SigmaNet(SigmaConfig()), {})),
-            "grounding_only": str(save_checkpoint(folder / "g.pt", SigmaNet(SigmaConfig(difference=False)), {}))}
+            "grounding_only": str(save_checkpoint(folder / "g.pt", SigmaNet(SigmaConfig(difference=False)), {})),
+            "sigma_aligned": str(folder / "sigma.pt")}
 
 
 def build(name: str, heads: dict[str, str]) -> MaskGenerator:
     from benchmarks.config import compose
     from benchmarks.builders import generator_from_config
 
-    overrides = [f"generator={name}"] + ([f"generator.checkpoint={heads[name]}"] if name in LEARNED else [])
+    overrides = [f"generator={name}"] + ([f"{LEARNED[name]}={heads[name]}"] if name in LEARNED else [])
     return generator_from_config(compose(overrides)).eval()
 
 
@@ -59,7 +62,7 @@ def test_contract_shapes_range_no_grad_determinism(generator):
     assert torch.equal(out, generator.generate(original, edited, ["make it red", ""], truth=truth))
     # an annotator finds this easy edit; sanity rows, untrained heads and the ladder's calibration rows (degraded
     # on purpose: tests/generators/test_ladder.py checks them) are exempt
-    if generator.info.name not in {"empty", "full"} | LEARNED and not generator.info.calibration:
+    if generator.info.name not in {"empty", "full"} | set(LEARNED) and not generator.info.calibration:
         inside, outside = marked_inside_outside(out, truth)
         assert inside > INSIDE_MIN and outside < OUTSIDE_MAX, (generator.info.name, inside, outside)
 
@@ -105,7 +108,7 @@ def test_grey_pairs_stored_as_three_equal_channels(generator):
     edited = torch.where(truth.bool(), 1 - smooth, smooth)
     out = generator.generate(smooth.expand(-1, 3, -1, -1), edited.expand(-1, 3, -1, -1), None, truth=truth)
     assert out.shape == (2, 1, 64, 64) and torch.isfinite(out).all()
-    if generator.info.name not in {"empty", "full"} | LEARNED and not generator.info.calibration:
+    if generator.info.name not in {"empty", "full"} | set(LEARNED) and not generator.info.calibration:
         assert (out >= 0.5)[truth.bool()].float().mean() > 0.5, generator.info.name
 
 

@@ -86,3 +86,34 @@ def test_lofo_runs_cell_by_cell_and_reuses_finished_cells(tmp_path, pairs_writer
     assert "| removal |" in md and "missing: splice, recolour, restyle, copymove" in md
     monkeypatch.setattr(lofo, "run_cell", lambda *a: pytest.fail("a finished cell was trained again"))
     assert lofo.run_lofo(cfg, overrides, ["removal"]).read_text() == md
+
+
+def test_the_in_family_cell_is_read_from_a_matching_ablations_row(tmp_path, pairs_writer, sigma_overrides,
+                                                                  monkeypatch):
+    from benchmarks.sigma_training import lofo
+    from benchmarks.sigma_training.ablations import cell_path
+    from benchmarks.sigma_training.data import bank_key
+
+    inpainting = _with_families(pairs_writer(tmp_path / "inpainting", 12), ["removal", "splice"])
+    corpus = _with_families(pairs_writer(tmp_path / "corpus", 12, masks=False, seed=1), ["removal", "splice"])
+    overrides = sigma_overrides(inpainting, corpus, tmp_path / "home")
+    cfg = compose(overrides, command="train-sigma")
+    sets = [n for f in ("removal", "splice", "recolour", "restyle", "copymove") for n in family_sets(f)]
+    row = cell_path(cfg, "sigma (full)")
+    row.parent.mkdir(parents=True)
+    row.write_text(json.dumps({"row": "sigma (full)", "key": {"data": "another bank", "sets": sets},
+                               "scores": {n: {"all/f1_per_image": 0.7} for n in sets}}))
+    assert lofo.in_family_from_ablations(cfg) is None          # trained on another bank: not the same model
+    row.write_text(json.dumps({"row": "sigma (full)", "key": {"data": bank_key(cfg)[0], "sets": sets[:-1]},
+                               "scores": {n: {"all/f1_per_image": 0.7} for n in sets[:-1]}}))
+    assert lofo.in_family_from_ablations(cfg) is None          # a family's set missing
+    row.write_text(json.dumps({"row": "sigma (full)", "key": {"data": bank_key(cfg)[0], "sets": sets},
+                               "scores": {n: {"all/f1_per_image": 0.7} for n in sets}}))
+    held = {"left_out": "removal", "scores": {"synth_removal": {"all/f1_per_image": 0.5},
+                                             "synth_general_removal": {"all/f1_per_image": 0.6}}}
+    lofo.cell_dir(cfg).mkdir(parents=True)
+    (lofo.cell_dir(cfg) / "removal.json").write_text(json.dumps(held))
+    monkeypatch.setattr(lofo, "run_cell", lambda *a: pytest.fail("the in-family model was trained again"))
+    md = lofo.run_lofo(cfg, overrides, ["removal"]).read_text()
+    assert "| removal | 0.700 | 0.500 | +0.200 | 0.700 | 0.600 | +0.100 |" in md
+    assert "the ablations' full row" in md and not (lofo.cell_dir(cfg) / "all.json").exists()
