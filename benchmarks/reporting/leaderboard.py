@@ -117,20 +117,28 @@ def paired_deltas(rows: list[dict[str, Any]], reference: str, others: list[str],
     return out
 
 
-def deltas_markdown(rows: list[dict[str, Any]], report: dict[str, Any], reference: str = "sigma") -> str:
-    """The reference generator against every competitor (not the rows that read the truth, not constant
-    rows), ΔF1 with its interval; '' when the reference is not in the table."""
+SIGMA_ROWS = ("sigma", "sigma_aligned")  # SIGMA and the rows built on its masks: compared, never a baseline
+
+
+def deltas_markdown(rows: list[dict[str, Any]], report: dict[str, Any]) -> str:
+    """Each SIGMA row in the table (``SIGMA_ROWS``) against every baseline (not the SIGMA rows, not the rows
+    that read the truth, not constant rows), ΔF1 with its interval; a row built on SIGMA (``sigma_aligned``)
+    also against plain ``sigma``. '' when no SIGMA row is in the table."""
     gens = report.get("generators", {})
-    if reference not in gens:
-        return ""
-    others = [g for g, r in gens.items() if g != reference and not r.get("reads_truth") and g not in CONSTANT_ROWS]
-    deltas = paired_deltas(rows, reference, others)
-    if not deltas:
-        return ""
-    lines = [f"| {reference} minus | ΔF1 | 95 % CI | significant |", "|---|---|---|---|"]
-    for g, iv in sorted(deltas.items(), key=lambda kv: kv[1].estimate):
-        lines.append(f"| {g} | {iv.estimate:+.3f} | [{iv.low:+.3f}, {iv.high:+.3f}] | {'yes' if iv.significant else 'no'} |")
-    return "\n".join(lines)
+    baselines = [g for g, r in gens.items()
+                 if g not in SIGMA_ROWS and not r.get("reads_truth") and g not in CONSTANT_ROWS]
+    tables = []
+    for reference in (r for r in SIGMA_ROWS if r in gens):
+        others = baselines + (["sigma"] if reference != "sigma" and "sigma" in gens else [])
+        deltas = paired_deltas(rows, reference, others)
+        if not deltas:
+            continue
+        lines = [f"| {reference} minus | ΔF1 | 95 % CI | significant |", "|---|---|---|---|"]
+        for g, iv in sorted(deltas.items(), key=lambda kv: kv[1].estimate):
+            lines.append(f"| {g} | {iv.estimate:+.3f} | [{iv.low:+.3f}, {iv.high:+.3f}] | "
+                         f"{'yes' if iv.significant else 'no'} |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def write_generator_leaderboard(table: dict[str, dict[str, float]], datasets: list[str], results_dir: Path, tag: str,

@@ -245,3 +245,11 @@ def test_leaderboard_deltas_are_paired_and_leave_out_truth_reading_and_constant_
     report = {"generators": {"sigma": {}, "base": {}, "tie": {}, "oracle": {"reads_truth": True}, "empty": {}}}
     table = deltas_markdown(rows, report)
     assert "| base | +0.100 | [+0.100, +0.100] | yes |" in table and "oracle" not in table and "empty" not in table
+    # a row built on SIGMA's masks gets its own table, against the baselines and plain SIGMA, and is never a
+    # baseline of SIGMA's
+    rows += [{**r, "generator": "sigma_aligned", "f1": r["f1"] + 0.05} for r in rows if r["generator"] == "sigma"]
+    report["generators"]["sigma_aligned"] = {}
+    first, second = deltas_markdown(rows, report).split("\n\n")
+    assert first.startswith("| sigma minus") and "sigma_aligned" not in first
+    assert second.startswith("| sigma_aligned minus") and "| sigma | +0.050 |" in second
+    assert "| base | +0.150 |" in second
