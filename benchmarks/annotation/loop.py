@@ -81,19 +81,25 @@ def model_input(images: torch.Tensor, kept: dict[str, torch.Tensor] | None = Non
     """A uint8 (B,3,H,W) batch as generators take it: float in [0,1] on the batch's device, NCHW contiguous
     (the layout the evaluation loop feeds too, so annotation and evaluation compute the same masks). With
     `kept`, converted into the buffer kept there for `role` when the shape matches (the loop's batches
-    mostly share one shape: no fresh allocation, so no page faults, per batch); the same values either way."""
+    mostly share one shape: no fresh allocation, so no page faults, per batch); the same values either way.
+
+    The bytes become floats first and are divided in place: two float passes, each vectorised, take half
+    the CPU of one mixed uint8 / float division (`python -m benchmarks.perf.annotate_speed --steps`), and
+    give the same values for every byte."""
     if kept is None:
-        return torch.div(images, 255.0)
+        return images.to(torch.float32).div_(255.0)
     buf = kept.get(role)
     if buf is None or buf.shape != images.shape or buf.device != images.device:
         buf = kept[role] = torch.empty(images.shape, dtype=torch.float32, device=images.device)
-    return torch.div(images, 255.0, out=buf)  # one pass over the pixels: read uint8, write float
+    return buf.copy_(images).div_(255.0)
 
 
 def mask_pixels(prob: torch.Tensor, soft: bool = False) -> torch.Tensor:
     """Mask probabilities as the loop writes them: uint8 0 / 255 at THRESHOLD, or with `soft` the
     probability scaled to 0..255."""
-    return (prob * 255.0).round().to(torch.uint8) if soft else (prob >= THRESHOLD).to(torch.uint8).mul_(255)
+    if soft:
+        return (prob * 255.0).round().to(torch.uint8)
+    return (prob >= THRESHOLD).view(torch.uint8).mul_(255)  # the comparison's bytes are 0 / 1 already: no copy
 
 
 def _ranks_count(n: int, rank: int, world: int) -> int:

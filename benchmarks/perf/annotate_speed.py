@@ -29,8 +29,9 @@ parquet copy) where a real ``--out`` would go: creating the mask files is part o
 main process gets the torch threads `bench annotate` gives it (one core left per worker,
 :func:`~benchmarks.annotation.loop.set_cpu_threads`) and model only runs with those same threads.
 
-``--steps`` times, instead, each step the loop's main process takes for a batch (the float conversion, the
-generator ``empty``, the threshold, the mask PNG and its file), in CPU ms per pair.
+``--steps`` times, instead, each step the loop's main process takes for a batch (the float conversion, and
+beside it the one mixed-dtype division it replaced; the generator ``empty``, the threshold, the mask PNG and
+its file), in CPU ms per pair.
 
 ``--rss`` streams 10,000 tiny pairs through the same loop and prints the resident memory of this process
 (and of its DataLoader workers) after 1,000 and after 10,000 pairs: memory must stay flat (within +-10 %).
@@ -304,6 +305,8 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
         steps = {
             "uint8 -> float, both images": lambda: (model_input(originals, kept, "original"),
                                                     model_input(editeds, kept, "edited")),
+            "  as one mixed uint8 / float division": lambda: (torch.div(originals, 255.0, out=kept["original"]),
+                                                              torch.div(editeds, 255.0, out=kept["edited"])),
             "generator `empty` (mask and score)": lambda: generator.generate_scored(*inputs, [""] * b),
             "threshold, mask to host": lambda: mask_pixels(prob).cpu().numpy(),
             "mask PNG, encoded in memory (PIL)": encode_all,
