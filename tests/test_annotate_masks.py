@@ -179,6 +179,7 @@ def test_annotate_speed_times_each_main_process_step(tmp_path, capsys):
     main_process_steps(argparse.Namespace(batch_size=2, size=32, scratch=str(tmp_path)), torch.device("cpu"), batches=2)
     lines = capsys.readouterr().out.splitlines()
     times = {m.group(1).strip(): float(m.group(2)) for m in (re.match(r"\s+(.+?)\s+([\d.]+) ms$", ln) for ln in lines[1:]) if m}
-    assert len(times) == 7 == len(lines) - 1 and all(t >= 0 for t in times.values())
-    assert "uint8 -> float, both images" in times and "write_png, as the loop (encode + file)" in times
+    assert len(times) == 8 == len(lines) - 1 and all(t >= 0 for t in times.values())
+    assert "uint8 -> float, both images" in times and "as one mixed uint8 / float division" in times
+    assert "write_png, as the loop (encode + file)" in times
     assert list(tmp_path.iterdir()) == []  # the files it wrote are gone

@@ -83,11 +83,11 @@ def model_input(images: torch.Tensor, kept: dict[str, torch.Tensor] | None = Non
     `kept`, converted into the buffer kept there for `role` when the shape matches (the loop's batches
     mostly share one shape: no fresh allocation, so no page faults, per batch); the same values either way.
 
-    The bytes become floats first and are divided in place: two float passes, each vectorised, take half
-    the CPU of one mixed uint8 / float division (`python -m benchmarks.perf.annotate_speed --steps`), and
+    The bytes become floats first and are divided in place: two vectorised float passes take less CPU than
+    one mixed uint8 / float division (`python -m benchmarks.perf.annotate_speed --steps` prints both), and
     give the same values for every byte."""
     if kept is None:
-        return images.to(torch.float32).div_(255.0)
+        return images.to(torch.float32, copy=True).div_(255.0)  # never divides the caller's tensor in place
     buf = kept.get(role)
     if buf is None or buf.shape != images.shape or buf.device != images.device:
         buf = kept[role] = torch.empty(images.shape, dtype=torch.float32, device=images.device)
