@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmarks.annotation.loop import THRESHOLD, AnnotateOptions, annotate, model_input
+from benchmarks.annotation.loop import THRESHOLD, AnnotateOptions, annotate, mask_pixels, model_input
 from benchmarks.data.imageio import load_image, verbatim_suffix
 from benchmarks.data.pair_sources import open_source
 
@@ -128,6 +129,21 @@ def test_model_input_is_the_evaluation_loops_division_for_every_byte_value():
     assert torch.equal(model_input(values[:1], kept, "original"), want[:1])  # another shape: a new buffer
 
 
+def test_mask_pixels_threshold_gives_torchs_comparison_bytes_at_the_edge():
+    """The NumPy threshold of CPU batches marks exactly the pixels `prob >= THRESHOLD` marks, at the cut
+    itself, just below it, on NaN and on a non-contiguous batch; soft masks are unchanged."""
+    below = np.nextafter(np.float32(THRESHOLD), np.float32(0))
+    edge = torch.tensor([0.0, below, THRESHOLD, np.nextafter(np.float32(THRESHOLD), np.float32(1)), 1.0, float("nan")])
+    prob = torch.cat([edge, torch.rand(250, generator=torch.Generator().manual_seed(0))]).reshape(1, 1, 16, 16)
+    for batch in (prob, prob.expand(2, 1, 16, 16).transpose(2, 3)):
+        want = ((batch >= THRESHOLD).to(torch.uint8) * 255).numpy()
+        got = mask_pixels(batch)
+        assert got.dtype == np.uint8 and np.array_equal(got, want)
+    assert mask_pixels(prob)[0, 0, 0, :6].tolist() == [0, 0, 255, 255, 255, 0]
+    soft = mask_pixels(prob.nan_to_num(), soft=True)
+    assert np.array_equal(soft, (prob.nan_to_num() * 255.0).round().to(torch.uint8).numpy())
+
+
 def _encoded(array: np.ndarray, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format=fmt, **kw)
@@ -179,7 +195,33 @@ def test_annotate_speed_times_each_main_process_step(tmp_path, capsys):
     main_process_steps(argparse.Namespace(batch_size=2, size=32, scratch=str(tmp_path)), torch.device("cpu"), batches=2)
     lines = capsys.readouterr().out.splitlines()
     times = {m.group(1).strip(): float(m.group(2)) for m in (re.match(r"\s+(.+?)\s+([\d.]+) ms$", ln) for ln in lines[1:]) if m}
-    assert len(times) == 8 == len(lines) - 1 and all(t >= 0 for t in times.values())
+    assert len(times) == 9 == len(lines) - 1 and all(t >= 0 for t in times.values())
     assert "uint8 -> float, both images" in times and "as one mixed uint8 / float division" in times
     assert "write_png, as the loop (encode + file)" in times
     assert list(tmp_path.iterdir()) == []  # the files it wrote are gone
+
+
+def test_annotate_speed_splits_cpu_time_between_this_process_and_its_workers():
+    from benchmarks.perf.annotate_speed import cpu_per_pair, cpu_split
+
+    start = cpu_split()
+    _burn_cpu(0.05)  # CPU spent here, in this process; no child exits meanwhile
+    split = cpu_per_pair(start, 10)
+    assert split["main_ms_per_pair"] >= 4.0  # 50 ms over 10 pairs (user + system, so at least that)
+    assert split["workers_ms_per_pair"] == 0.0
+    assert split["cpu_ms_per_pair"] == split["main_ms_per_pair"] + split["workers_ms_per_pair"]
+
+    start = cpu_split()
+    child = multiprocessing.get_context("fork").Process(target=_burn_cpu, args=(0.05,))
+    child.start()
+    child.join()  # a worker's CPU counts once it has exited and been waited for, as the DataLoader's do
+    split = cpu_per_pair(start, 10)
+    assert child.exitcode == 0 and split["workers_ms_per_pair"] >= 4.0
+
+
+def _burn_cpu(seconds: float) -> None:
+    import time as clock
+
+    deadline = clock.process_time() + seconds
+    while clock.process_time() < deadline:
+        pass

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.utils.data
 
 from benchmarks.annotation.shards import read_done
-from benchmarks.annotation.stream import PairStream, first_bad_pair, write_png
+from benchmarks.annotation.stream import PairStream, first_bad_pair, write_pngs
 from benchmarks.data.errors import DataError
 from benchmarks.data.loading import check_on_error
 from benchmarks.data.pair_sources import SKIP, PairSource
@@ -32,6 +33,7 @@ from benchmarks.io import atomic_write
 log = logging.getLogger(__name__)
 
 THRESHOLD = 0.5  # the MaskGenerator contract: >= 0.5 reads as "edited"
+WRITERS = 2  # threads writing the mask PNGs
 RAISE_HINT = "--on-error skip skips it, counts it and goes on"
 
 
@@ -94,12 +96,18 @@ def model_input(images: torch.Tensor, kept: dict[str, torch.Tensor] | None = Non
     return buf.copy_(images).div_(255.0)
 
 
-def mask_pixels(prob: torch.Tensor, soft: bool = False) -> torch.Tensor:
-    """Mask probabilities as the loop writes them: uint8 0 / 255 at THRESHOLD, or with `soft` the
-    probability scaled to 0..255."""
+def mask_pixels(prob: torch.Tensor, soft: bool = False) -> np.ndarray:
+    """Mask probabilities as the loop writes them, on the host: uint8 0 / 255 at THRESHOLD, or with `soft`
+    the probability scaled to 0..255. The threshold of a CPU batch runs in NumPy, which takes a fraction of
+    the CPU torch's comparison takes here (`python -m benchmarks.perf.annotate_speed --steps` prints both);
+    on another device it runs there and only the bytes come back."""
+    prob = prob.detach()
     if soft:
-        return (prob * 255.0).round().to(torch.uint8)
-    return (prob >= THRESHOLD).view(torch.uint8).mul_(255)  # the comparison's bytes are 0 / 1 already: no copy
+        return (prob * 255.0).round().to(torch.uint8).cpu().numpy()
+    if prob.device.type != "cpu":  # the comparison's bytes are 0 / 1 already: read as uint8, no copy
+        return (prob >= THRESHOLD).view(torch.uint8).mul_(255).cpu().numpy()
+    marked = np.greater_equal(prob.numpy(), THRESHOLD).view(np.uint8)
+    return np.multiply(marked, 255, out=marked)
 
 
 def _ranks_count(n: int, rank: int, world: int) -> int:
@@ -144,7 +152,7 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
 
     bar = tqdm(total=max(remaining, 0), unit="pair", desc=f"annotate {generator.info.name} [rank {rank}/{world}]",
                disable=not (options.progress and rank == 0), dynamic_ncols=True, mininterval=1.0)
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="annotate-write")
+    pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="annotate-write")
 
     def commit() -> None:
         nonlocal shard_k
@@ -206,19 +214,22 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                 edit = model_input(editeds[sel, :, :h, :w], kept, "edited")
                 with autocast:
                     scored = generator.generate_scored(orig, edit, [batch["entry"][k]["instruction"] for k in members])
-                masks = mask_pixels(scored.mask.float(), options.soft)
-                masks = masks.cpu().numpy()  # back from the device once per size group, with the quality below
+                masks = mask_pixels(scored.mask.float(), options.soft)  # on the host: once per size group
                 quality = scored.quality.float().cpu().tolist()
+                files = []
                 for j, k in enumerate(members):
                     entry = batch["entry"][k]
                     entry["quality"] = round(quality[j], 4)  # --min-quality filters on it after the merge
-                    pending.append(pool.submit(write_png, out / entry["mask"], masks[j, 0], tmp))
+                    files.append((out / entry["mask"], masks[j, 0]))
                     entries.append(entry)
+                for share in range(WRITERS):  # one task per writer and size group, not one per mask
+                    if files[share::WRITERS]:
+                        pending.append(pool.submit(write_pngs, files[share::WRITERS], tmp))
             timing["model_s"] += time.perf_counter() - t
             n = len(batch["entry"]) - too_small
             too_small = 0
             stats["annotated"] += n
-            if len(pending) > 4 * options.batch_size:  # bound the masks held in memory
+            if len(pending) > 4 * WRITERS:  # bound the masks held in memory (about four batches)
                 for f in pending[: len(pending) // 2]:
                     f.result()
                 del pending[: len(pending) // 2]

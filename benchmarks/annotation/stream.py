@@ -27,6 +27,12 @@ def write_png(path: Path, array: np.ndarray, tmp_dir: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_pngs(files: list[tuple[Path, np.ndarray]], tmp_dir: Path) -> None:
+    """Each (path, array) written as by :func:`write_png`, in order: one writer task for many masks."""
+    for path, array in files:
+        write_png(path, array, tmp_dir)
+
+
 def write_file(path: Path, data: bytes, tmp_dir: Path) -> None:
     """`data` written under `tmp_dir`, then renamed to `path` (as :func:`write_png`)."""
     tmp = tmp_dir / f"{path.parent.name}-{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"

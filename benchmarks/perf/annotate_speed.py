@@ -22,7 +22,8 @@ one parquet file (``parquet``: the files' own bytes in ``datasets`` Image struct
 as PNG by the loop); without, random pairs made on the fly (``synthetic``). Rates are timed from the end of
 the first batch to the end, so worker start-up is left out. Each ratio is a rate over its limit (1.0 = the
 loop is free): the loop with ``empty`` over decode only, a generator's loop over its model only. The CPU
-time per pair (this process and its workers) is printed too, and for ``empty`` the ratio by CPU time: on a
+time per pair is printed too, in all and split between this process (writer threads included) and its
+workers, and for ``empty`` the ratio by CPU time: on a
 machine shared with other jobs it moves much less than wall time. ``--repeat R`` measures everything R
 times, round robin, and keeps the best of each. ``--scratch`` puts the runs' output folders (and the
 parquet copy) where a real ``--out`` would go: creating the mask files is part of the loop's cost. On CPU the
@@ -30,8 +31,8 @@ main process gets the torch threads `bench annotate` gives it (one core left per
 :func:`~benchmarks.annotation.loop.set_cpu_threads`) and model only runs with those same threads.
 
 ``--steps`` times, instead, each step the loop's main process takes for a batch (the float conversion, and
-beside it the one mixed-dtype division it replaced; the generator ``empty``, the threshold, the mask PNG and
-its file), in CPU ms per pair.
+beside it the one mixed-dtype division it replaced; the generator ``empty``, the threshold and beside it
+torch's comparison it replaced on CPU, the mask PNG and its file), in CPU ms per pair.
 
 ``--rss`` streams 10,000 tiny pairs through the same loop and prints the resident memory of this process
 (and of its DataLoader workers) after 1,000 and after 10,000 pairs: memory must stay flat (within +-10 %).
@@ -129,12 +130,24 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and of its finished children (the DataLoader workers)."""
+def cpu_split() -> tuple[float, float]:
+    """User + system CPU seconds of this process (its threads included: the loop's mask writers) and of its
+    finished children (the DataLoader workers, counted once they have exited)."""
     import resource
 
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                   resource.getrusage(resource.RUSAGE_CHILDREN)))
+    return tuple(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
+                                                    resource.getrusage(resource.RUSAGE_CHILDREN)))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished children (the DataLoader workers)."""
+    return sum(cpu_split())
+
+
+def cpu_per_pair(start: tuple[float, float], pairs: int) -> dict[str, float]:
+    """CPU ms per pair since `start` (a :func:`cpu_split`): in all, in this process and in its workers."""
+    main, workers = (1000 * (now - then) / max(pairs, 1) for now, then in zip(cpu_split(), start))
+    return {"cpu_ms_per_pair": main + workers, "main_ms_per_pair": main, "workers_ms_per_pair": workers}
 
 
 def _rate(marks: list[tuple[float, int]]) -> float:
@@ -180,14 +193,14 @@ def decode_only(source, options: AnnotateOptions, device: torch.device, scratch:
         stream = PairStream(source, out, rank=0, world=1, batch_size=options.batch_size,
                             stop=source.count(options.limit), done=np.zeros(0, dtype=np.int64),
                             write_images=write_images)
-        n, cpu = 0, cpu_seconds()
+        n, cpu = 0, cpu_split()
         for batch in pair_loader(stream, options.num_workers, device):
             n += len(batch["entry"]) + len(batch["skipped"])
             marks.append((time.perf_counter(), n))
             instructions += [e["instruction"] for e in batch["entry"]]
             if not first and batch["entry"] and len(set(batch["hw"])) == 1:
                 first = batch
-        first["cpu_ms_per_pair"] = 1000 * (cpu_seconds() - cpu) / max(n, 1)
+        first.update(cpu_per_pair(cpu, n))
     return _rate(marks), first, instructions
 
 
@@ -198,11 +211,11 @@ def end_to_end(generator, source, options: AnnotateOptions, device: torch.device
     marks: list[tuple[float, int]] = []
     clear_text_cache(generator)
     with tempfile.TemporaryDirectory(prefix="annotate-speed-", dir=scratch) as out:
-        cpu = cpu_seconds()
+        cpu = cpu_split()
         session = annotate(generator, source, out, options, device=device,
                            on_batch=lambda n: marks.append((time.perf_counter(), n)))
         _sync(device)
-        session["cpu_ms_per_pair"] = 1000 * (cpu_seconds() - cpu) / max(session["annotated"] + session["skipped"], 1)
+        session.update(cpu_per_pair(cpu, session["annotated"] + session["skipped"]))
     return _rate(marks), session
 
 
@@ -289,7 +302,7 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
     inputs = model_input(originals), model_input(editeds)
     prob = torch.zeros(b, 1, s, s, device=device)
     prob[:, :, s // 4:s // 2, s // 3:2 * s // 3] = 1.0
-    masks = mask_pixels(prob).cpu().numpy()
+    masks = mask_pixels(prob)
     rows = np.concatenate([np.zeros((s, 1), np.uint8), masks[0, 0]], axis=1).tobytes()  # PNG rows, filter 0
     encoded = bytes(1)
 
@@ -308,7 +321,8 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
             "  as one mixed uint8 / float division": lambda: (torch.div(originals, 255.0, out=kept["original"]),
                                                               torch.div(editeds, 255.0, out=kept["edited"])),
             "generator `empty` (mask and score)": lambda: generator.generate_scored(*inputs, [""] * b),
-            "threshold, mask to host": lambda: mask_pixels(prob).cpu().numpy(),
+            "threshold, mask to host": lambda: mask_pixels(prob),
+            "  as torch's comparison": lambda: (prob >= 0.5).view(torch.uint8).mul_(255).cpu().numpy(),
             "mask PNG, encoded in memory (PIL)": encode_all,
             "  deflate of its rows alone (zlib)": lambda: [zlib.compress(rows, 1) for _ in range(b)],
             "mask file: write + rename": lambda: [write_file(out / f"{next(names)}.png", encoded, out) for _ in range(b)],
@@ -342,8 +356,13 @@ def _sources(args: argparse.Namespace, scratch: Path) -> list[tuple[str, Any]]:
     return found
 
 
+def _cpu(info: dict) -> str:
+    return (f"cpu {info['cpu_ms_per_pair']:.2f} ms/pair: this process {info['main_ms_per_pair']:.2f}, workers "
+            f"{info['workers_ms_per_pair']:.2f}")
+
+
 def _breakdown(session: dict) -> str:
-    return (f"cpu {session['cpu_ms_per_pair']:.2f} ms/pair; data wait {session.get('data_wait_s', 0):.2f} s, model "
+    return (f"{_cpu(session)}; data wait {session.get('data_wait_s', 0):.2f} s, model "
             f"{session.get('model_s', 0):.2f} s, write wait {session.get('write_wait_s', 0):.2f} s of "
             f"{session['seconds']:.2f} s")
 
@@ -386,7 +405,7 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
             decode = best["decode only"][0]
             for what in limits:
                 rate, info = best[what]
-                print(f"  {what:22s} {rate:9.1f} pairs/s   (cpu {info['cpu_ms_per_pair']:.2f} ms/pair; {w}x{h} px)")
+                print(f"  {what:22s} {rate:9.1f} pairs/s   ({_cpu(info)}; {w}x{h} px)")
             for name in generators:
                 rate, session = best[name]
                 if name == "empty":
