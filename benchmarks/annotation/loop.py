@@ -222,9 +222,9 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                     entry["quality"] = round(quality[j], 4)  # --min-quality filters on it after the merge
                     files.append((out / entry["mask"], masks[j, 0]))
                     entries.append(entry)
-                for share in range(WRITERS):  # one task per writer and size group, not one per mask
-                    if files[share::WRITERS]:
-                        pending.append(pool.submit(write_pngs, files[share::WRITERS], tmp))
+                for share in (files[w::WRITERS] for w in range(WRITERS)):  # one task per writer, not per mask
+                    if share:
+                        pending.append(pool.submit(write_pngs, share, tmp))
             timing["model_s"] += time.perf_counter() - t
             n = len(batch["entry"]) - too_small
             too_small = 0

@@ -290,7 +290,7 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
 
     from PIL import Image
 
-    from benchmarks.annotation.loop import mask_pixels
+    from benchmarks.annotation.loop import THRESHOLD, mask_pixels
     from benchmarks.annotation.stream import write_file, write_png
 
     b, s = args.batch_size, args.size
@@ -322,7 +322,7 @@ def main_process_steps(args: argparse.Namespace, device: torch.device, batches: 
                                                               torch.div(editeds, 255.0, out=kept["edited"])),
             "generator `empty` (mask and score)": lambda: generator.generate_scored(*inputs, [""] * b),
             "threshold, mask to host": lambda: mask_pixels(prob),
-            "  as torch's comparison": lambda: (prob >= 0.5).view(torch.uint8).mul_(255).cpu().numpy(),
+            "  as torch's comparison": lambda: (prob >= THRESHOLD).view(torch.uint8).mul_(255).cpu().numpy(),
             "mask PNG, encoded in memory (PIL)": encode_all,
             "  deflate of its rows alone (zlib)": lambda: [zlib.compress(rows, 1) for _ in range(b)],
             "mask file: write + rename": lambda: [write_file(out / f"{next(names)}.png", encoded, out) for _ in range(b)],
