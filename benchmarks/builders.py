@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks.config import to_container
-from benchmarks.generators.base import MaskGenerator, create_generator, list_generators
+from benchmarks.generators.base import MaskGenerator, create_from_node, list_generators
 from detectors import Detector, create_detector, list_detectors
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,7 @@ OFFLINE_LITE0 = "offline-efficientnet-lite0"  # detector config value that asks 
 
 def generator_from_config(cfg: DictConfig) -> MaskGenerator:
     """The generator ``cfg.generator`` names, built with the rest of that node as its arguments."""
-    params = {k: v for k, v in OmegaConf.to_container(cfg.generator, resolve=True).items() if k != "name"}
-    return create_generator(cfg.generator.name, **params)
+    return create_from_node(OmegaConf.to_container(cfg.generator, resolve=True))
 
 
 def detector_params(dcfg: DictConfig | dict) -> dict[str, Any]:

@@ -16,7 +16,7 @@ fallbacks) for a runner's report.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,6 +133,18 @@ def list_generators() -> list[str]:
 def create_generator(name: str, **kwargs: Any) -> MaskGenerator:
     """Build a registered generator; an unknown name raises with the known ones listed."""
     return _REGISTRY.create(name, **kwargs)
+
+
+def create_from_node(node: Mapping[str, Any] | None, name: str | None = None) -> MaskGenerator:
+    """Build the generator a config node describes: the rest of the node, minus its ``name``, as the
+    factory's arguments. `name` builds that generator instead of the node's own (a node nested under
+    another generator, whose kind is fixed)."""
+    params = {k: v for k, v in dict(node or {}).items() if k != "name"}
+    chosen = name if name is not None else (node or {}).get("name")
+    if chosen is None:
+        raise ValueError(f"generator config {dict(node or {})!r} has no 'name' (set generator.name to one of "
+                         f"{', '.join(list_generators())})")
+    return create_generator(chosen, **params)
 
 
 def _import_builtin() -> None:

@@ -76,15 +76,10 @@ class SigmaAligned(MaskGenerator):
         return {**self.sigma.counters(), **self.aligned.counters()}
 
 
-def _without_name(node: dict[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in dict(node or {}).items() if k != "name"}
-
-
 @register_generator("sigma_aligned")
 def sigma_aligned(sigma: dict[str, Any], aligned_diff: dict[str, Any], rule: str = "mean", weight: float = 0.5,
                   threshold: float = 0.3, chosen_on: str = "code defaults") -> MaskGenerator:
-    from benchmarks.generators.base import create_generator
+    from benchmarks.generators.base import create_from_node
 
-    return SigmaAligned(create_generator("sigma", **_without_name(sigma)),
-                        create_generator("aligned_diff", **_without_name(aligned_diff)), rule, weight, threshold,
-                        chosen_on)
+    return SigmaAligned(create_from_node(sigma, "sigma"), create_from_node(aligned_diff, "aligned_diff"), rule,
+                        weight, threshold, chosen_on)

@@ -13,7 +13,7 @@ from PIL import Image
 from benchmarks.data.errors import DataError, SkipLog
 from benchmarks.data.manifest import PairsDataset
 from benchmarks.data.transforms import Geometry
-from benchmarks.generators.base import MaskGenerator, create_generator, list_generators
+from benchmarks.generators.base import MaskGenerator, create_from_node, create_generator, list_generators
 from benchmarks.generators.ops import otsu_threshold, soft_threshold
 from benchmarks.evaluation.generators import evaluate_generator as evaluate
 from benchmarks.generators.sanity import INSIDE_MIN, OUTSIDE_MAX, contract_pair, marked_inside_outside
@@ -115,6 +115,16 @@ def test_grey_pairs_stored_as_three_equal_channels(generator):
 def test_unknown_generator_lists_the_known_ones():
     with pytest.raises(ValueError, match="pixel_diff"):
         create_generator("magic")
+
+
+def test_a_config_node_builds_its_generator_and_a_node_without_a_name_says_which_names_exist():
+    node = {"name": "pixel_diff", "threshold": 0.2}
+    assert create_from_node(node).info.name == "pixel_diff"
+    assert create_from_node({"threshold": 0.2}, "pixel_diff").info.name == "pixel_diff"  # kind fixed by the caller
+    with pytest.raises(ValueError, match="no 'name'.*pixel_diff"):
+        create_from_node({"threshold": 0.2})
+    with pytest.raises(TypeError):
+        create_from_node({"name": "pixel_diff", "no_such_option": 1})
 
 
 def test_otsu_and_soft_threshold():
