@@ -337,3 +337,32 @@ def test_mixed_sizes_share_a_batch_without_padding_effects(tmp_path):
         assert np.array_equal(mask, want.to(torch.uint8).numpy())  # the same mask as on its own: no padding seen
         levels = np.unique(np.asarray(Image.open(out / "masks" / "p0000.png")))
         assert (len(levels) > 2) == (mode == "soft")
+
+
+def test_masks_waiting_for_the_writers_stay_within_four_batches_with_mixed_sizes(tmp_path, monkeypatch):
+    import threading
+
+    from benchmarks.annotation import loop
+    from benchmarks.generators.base import create_generator
+
+    corpus = write_pairs(tmp_path / "mixed", n=48)
+    for i in range(0, 48, 2):  # every other pair another size: each batch of 4 splits into two size groups
+        for sub, a in zip(("original", "edited"), pair_images(i, size=24)):
+            Image.fromarray(a).save(corpus / sub / f"{i:04d}.png")
+    written, lock = [0], threading.Lock()
+
+    def slow_writer(files, tmp_dir):  # a writer slower than the generator, so the bound is what holds masks back
+        time.sleep(0.02)
+        loop.write_pngs_now(files, tmp_dir)
+        with lock:
+            written[0] += len(files)
+
+    monkeypatch.setattr(loop, "write_pngs_now", loop.write_pngs, raising=False)
+    monkeypatch.setattr(loop, "write_pngs", slow_writer)
+    held = []
+    options = loop.AnnotateOptions(batch_size=4, shard_size=1000, num_workers=0, progress=False)
+    loop.annotate(create_generator("pixel_diff"), ManifestSource(corpus), tmp_path / "out", options,
+                  on_batch=lambda done: held.append(done - written[0]))
+    assert len(held) == 12 and max(held) <= 4 * 4  # never more than four batches of masks in memory
+    assert max(held) > 4  # the writers did fall behind: the bound was exercised
+    assert len(list((tmp_path / "out" / "masks").glob("*.png"))) == 48

@@ -142,7 +142,7 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
     stats = Counter()
     timing = Counter()
     entries: list[dict[str, Any]] = []
-    pending: list[Future] = []
+    pending: list[tuple[Future, int]] = []  # writer tasks in flight, each with the number of masks it holds
     kept: dict[str, torch.Tensor] = {}  # model input buffers, reused while batches keep their shape
     started, t0 = time.time(), time.perf_counter()
     batches = iter(loader)  # start (fork) the workers before any thread exists in this process
@@ -157,7 +157,7 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
     def commit() -> None:
         nonlocal shard_k
         t = time.perf_counter()
-        for f in pending:
+        for f, _ in pending:
             f.result()  # every listed file is on disk before the shard names it
         pending.clear()
         timing["write_wait_s"] += time.perf_counter() - t
@@ -224,15 +224,13 @@ def annotate(generator: MaskGenerator, source: PairSource, out: str | Path, opti
                     entries.append(entry)
                 for share in (files[w::WRITERS] for w in range(WRITERS)):  # one task per writer, not per mask
                     if share:
-                        pending.append(pool.submit(write_pngs, share, tmp))
+                        pending.append((pool.submit(write_pngs, share, tmp), len(share)))
             timing["model_s"] += time.perf_counter() - t
             n = len(batch["entry"]) - too_small
             too_small = 0
             stats["annotated"] += n
-            if len(pending) > 4 * WRITERS:  # bound the masks held in memory (about four batches)
-                for f in pending[: len(pending) // 2]:
-                    f.result()
-                del pending[: len(pending) // 2]
+            while sum(held for _, held in pending) > 4 * options.batch_size:  # masks in memory: four batches
+                pending.pop(0)[0].result()
             if len(entries) >= options.shard_size:
                 commit()
             bar.update(len(batch["entry"]) + len(batch["skipped"]))
