@@ -10,7 +10,8 @@ from benchmarks.generators.base import GeneratorInfo, MaskGenerator, register_ge
 
 class SigmaGenerator(MaskGenerator):
     def __init__(self, name: str, checkpoint: str, model: dict[str, Any] | None = None, backbone_path: str | None = None,
-                 text_encoder_path: str | None = None, summary: str = "", registration: dict[str, Any] | None = None):
+                 text_encoder_path: str | None = None, summary: str = "", registration: dict[str, Any] | None = None,
+                 tta: dict[str, Any] | None = None):
         super().__init__()
         from benchmarks.io import file_hash
         from sigma.annotator import MIN_SIDE, SigmaAnnotator
@@ -34,6 +35,12 @@ class SigmaGenerator(MaskGenerator):
             self.registration = RegistrationConfig.from_dict(registration)
             self.registration_log = RegistrationLog(name)
             summary += "; original registered onto the edited image first (keypoints + ECC)"
+        self.tta = None  # or the mask averaged over rescaled / mirrored copies of the pair
+        if tta is not None:
+            from benchmarks.generators.tta import TTAConfig
+
+            self.tta = TTAConfig.from_dict(tta)
+            summary += f"; mask averaged over {self.tta.describe()}"
         self.info = GeneratorInfo(name, summary, paper="SIGMA (semantic differencing + instruction prior)",
                                   weights=f"{checkpoint} (sha256 {file_hash(checkpoint, 16)})")
 
@@ -42,6 +49,10 @@ class SigmaGenerator(MaskGenerator):
             from benchmarks.generators.aligned import align_onto
 
             original = align_onto(original, edited, self.registration, self.registration_log)
+        if self.tta is not None:
+            from benchmarks.generators.tta import averaged
+
+            return averaged(self.annotator, original, edited, instruction, self.tta, self.min_side)
         return self.annotator(original, edited, instruction)
 
     def counters(self) -> dict[str, int]:
@@ -56,10 +67,11 @@ def _model(model: Any, **changes: Any) -> dict[str, Any] | None:
 
 @register_generator("sigma")
 def sigma(checkpoint: str, model: dict | None = None, backbone_path: str | None = None,
-          text_encoder_path: str | None = None, registration: dict | None = None) -> MaskGenerator:
+          text_encoder_path: str | None = None, registration: dict | None = None,
+          tta: dict | None = None) -> MaskGenerator:
     return SigmaGenerator("sigma", checkpoint, _model(model), backbone_path, text_encoder_path,
                           "frozen-backbone semantic differencing + instruction prior with bidirectional refinement; "
-                          "Stage I + Stage II", registration)
+                          "Stage I + Stage II", registration, tta)
 
 
 @register_generator("grounding_only")

@@ -280,6 +280,22 @@ def test_sigma_can_register_the_pair_first_and_counts_how(heads_checkpoints):
     assert "registered" in registered.info.summary and "registered" not in plain.info.summary
 
 
+def test_sigma_can_average_its_mask_over_rescaled_and_mirrored_copies(heads_checkpoints):
+    from benchmarks.config import compose
+    from benchmarks.builders import generator_from_config
+
+    base = ["generator=sigma", f"generator.checkpoint={heads_checkpoints['sigma']}"]
+    plain = generator_from_config(compose(base)).eval()
+    same = generator_from_config(compose([*base, "+generator.tta={scales: [1.0]}"])).eval()
+    tta = generator_from_config(compose([*base, "+generator.tta={scales: [1.0, 0.75], flip: true}"])).eval()
+    original, edited, _ = _pair(b=2, size=50)
+    want = plain.generate(original, edited, ["", "remove it"])
+    assert torch.equal(same.generate(original, edited, ["", "remove it"]), want)
+    out = tta.generate(original, edited, ["", "remove it"])
+    assert out.shape == want.shape and torch.isfinite(out).all() and not torch.equal(out, want)
+    assert "scales 1, 0.75 with left-right flips" in tta.info.summary and "averaged" not in plain.info.summary
+
+
 def test_prior_check_swaps_instructions_and_scores_the_prior_against_the_truth(heads_checkpoints):
     from benchmarks.perf.prior_check import InstructionSwap
 
