@@ -75,11 +75,9 @@ class RegistrationConfig:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RegistrationConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"registration: unknown key(s) {unknown}; known keys: {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+        from benchmarks.config import typed
+
+        return typed(cls, d or {}, "registration")
 
 
 @dataclass

@@ -10,7 +10,7 @@ an option of the ``sigma`` generator (``+generator.tta='{scales: [1.0, 0.75], fl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,19 +20,18 @@ Annotator = Callable[[torch.Tensor, torch.Tensor, list[str]], torch.Tensor]
 
 @dataclass(frozen=True)
 class TTAConfig:
-    scales: tuple[float, ...] = field(default=(1.0,))
+    scales: tuple[float, ...] = (1.0,)
     flip: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.scales or any(not 0.1 <= float(s) <= 4.0 for s in self.scales):
+            raise ValueError(f"tta.scales: need one or more factors in [0.1, 4]; got {list(self.scales)}")
 
     @classmethod
     def from_dict(cls, d: dict | None) -> TTAConfig:
-        d = dict(d or {})
-        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(f"tta: unknown key(s) {unknown}; known keys: {sorted(cls.__dataclass_fields__)}")
-        scales = tuple(float(s) for s in d.get("scales", (1.0,)))
-        if not scales or any(not 0.1 <= s <= 4.0 for s in scales):
-            raise ValueError(f"tta.scales: need one or more factors in [0.1, 4]; got {list(scales)}")
-        return cls(scales, bool(d.get("flip", False)))
+        from benchmarks.config import typed
+
+        return typed(cls, d or {}, "tta")
 
     def describe(self) -> str:
         return f"scales {', '.join(f'{s:g}' for s in self.scales)}{' with left-right flips' if self.flip else ''}"
