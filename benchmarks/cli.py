@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Write the embedded synthetic suite from photographs shipped in the dependencies' wheels: an "
                     "inpainting set (SIGMA Stage I), an editing corpus (masks kept apart), and five test "
                     "benchmarks. Prints per-set pair count, mean mask area and median PSNR outside the edits.")
-    synth.add_argument("--synth", default="default", help="suite config (configs/synth/): default or holdout")
+    synth.add_argument("--synth", default="default", help="suite config (configs/synth/): default, holdout, general, ...")
     synth.add_argument("--force", action="store_true", help="rebuild even when a complete suite with this hash exists")
     _common(synth)
     check = _command(
