@@ -170,3 +170,12 @@ def test_study_profile_is_cpu_quick_with_a_bigger_training_budget():
         compose(["profile=cpu-quick", "generator=grounding_only"]).generator.checkpoint
     assert list(study.profile.detectors) == list(quick.profile.detectors)
     assert study.train.epochs * 1.0 / max(1, study.train.batch_size) > quick.train.epochs * 1.0 / max(1, quick.train.batch_size)
+
+
+def test_sigmas_partial_opacity_training_suite_changes_only_the_opacity_of_its_training_pairs():
+    default, opacity = compose(["synth=default"]).synth, compose(["synth=train_opacity"]).synth
+    assert list(opacity.edit_opacity) == [0.4, 1.0] and "edit_opacity" not in default
+    # it writes training pairs only: no benchmark, val or round-trip-only sets, so nothing judged or reported moves
+    assert (opacity.n_per_benchmark, opacity.n_val, opacity.n_noedit, opacity.n_val_noedit) == (0, 0, 0, 0)
+    same = {k for k in default if k not in ("name", "n_per_benchmark", "n_val", "n_noedit", "n_val_noedit")}
+    assert {k: opacity[k] for k in same} == {k: default[k] for k in same}
