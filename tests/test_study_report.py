@@ -17,8 +17,9 @@ DATASETS = ("s1", "s2")
 IMAGES = 40
 
 
-def _cell(runs, generator, detector, seed, level, rng, calibration=False):
-    """A finished cpu-study cell whose per-image F1 sits around `level` (a shared per-image difficulty)."""
+def _cell(runs, generator, detector, seed, level, rng, calibration=False, key=None):
+    """A finished cpu-study cell whose per-image F1 sits around `level` (a shared per-image difficulty),
+    trained on the annotation `key` of its generator when given."""
     folder = runs / generator / detector / "cpu-study" / f"seed{seed}"
     folder.mkdir(parents=True)
     difficulty = np.linspace(-0.1, 0.1, IMAGES)
@@ -30,14 +31,14 @@ def _cell(runs, generator, detector, seed, level, rng, calibration=False):
         metrics[ds] = {"f1_per_image": float(f1.mean()), "iou_per_image": float(f1.mean() / 2)}
     pd.DataFrame(rows).to_csv(folder / "per_image.csv", index=False)
     cell = {"generator": generator, "detector": detector, "profile": "cpu-study", "seed": seed, "overrides": [],
-            "git_commit": "abc", "status": "done", "metrics": metrics}
+            "git_commit": "abc", "status": "done", "metrics": metrics, **({"annotation": {"key": key}} if key else {})}
     (folder / "cell.json").write_text(json.dumps(cell))
 
 
-def _annotation(runs, generator, label_f1, calibration=False):
+def _annotation(runs, generator, label_f1, calibration=False, key=None):
     (runs / generator).mkdir(parents=True, exist_ok=True)
     (runs / generator / "annotation.json").write_text(json.dumps(
-        {"calibration": calibration, "quality_vs_truth": {"f1_per_image": label_f1}}))
+        {"calibration": calibration, "quality_vs_truth": {"f1_per_image": label_f1}, **({"key": key} if key else {})}))
 
 
 def test_study_grid_lists_every_cell_once():
@@ -95,3 +96,22 @@ def test_a_flat_ladder_says_the_benchmark_does_not_resolve(tmp_path):
     assert "Resolving power: none at this budget" in md
     h = json.loads((tmp_path / "leaderboards" / "downstream_cpu-study_headline.json").read_text())
     assert h["ladder"]["resolving_power"]["label_f1_difference"] is None
+
+
+def test_cells_trained_on_an_earlier_annotation_of_their_generator_are_listed(tmp_path):
+    """A generator whose weights changed after some of its cells were trained (its annotation key moved on):
+    the leaderboard and the headline JSON name those cells; cells of the current annotation are not listed."""
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(2)
+    _annotation(runs, "oracle", 1.0, key="truth")
+    _annotation(runs, "sigma", 0.7, key="new")
+    for d in ("mvss_net", "mesorch"):
+        _cell(runs, "oracle", d, 0, 0.5, rng, key="truth")
+    _cell(runs, "sigma", "mvss_net", 0, 0.4, rng, key="old")
+    _cell(runs, "sigma", "mvss_net", 1, 0.4, rng, key="old")
+    _cell(runs, "sigma", "mesorch", 0, 0.4, rng, key="new")
+    md, _ = leaderboard_and_plots(compose(["profile=cpu-study", f"paths.results={tmp_path}"], command="run"))
+    assert "**2 cell(s) were trained on an earlier annotation of their generator**" in md
+    assert "- `sigma` (annotation old; now new): mvss_net [0], mvss_net [1]" in md
+    h = json.loads((tmp_path / "leaderboards" / "downstream_cpu-study_headline.json").read_text())
+    assert sorted((c["detector"], c["seed"]) for c in h["stale_cells"]) == [("mvss_net", 0), ("mvss_net", 1)]

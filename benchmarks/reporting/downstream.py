@@ -55,6 +55,21 @@ def failed_cells(runs: Path, profile: str | None = None) -> list[dict[str, Any]]
             for c in cell_records(runs, profile) if c.get("status") == "failed"]
 
 
+def stale_cells(runs: Path, profile: str | None = None) -> list[dict[str, Any]]:
+    """Finished cells whose detector was trained on another annotation of their generator than the one
+    ``<G>/annotation.json`` now records (other weights or annotation settings, e.g. cells made before a
+    checkpoint was retrained): generator, detector, seed and both annotation keys. Their rows stay in the
+    means; the leaderboard lists them, and `bench run` with the generator's current weights remakes them."""
+    current = {p.parent.name: json.loads(p.read_text()).get("key") for p in sorted(runs.glob("*/annotation.json"))}
+    out = []
+    for cell in cell_records(runs, profile):
+        key, now = (cell.get("annotation") or {}).get("key"), current.get(cell["generator"])
+        if cell.get("status", "done") == "done" and key and now and key != now:
+            out.append({"generator": cell["generator"], "detector": cell["detector"], "seed": cell.get("seed", 0),
+                        "key": key, "current": now})
+    return out
+
+
 def collect(runs: Path, profile: str | None = None) -> pd.DataFrame:
     """One row per (generator, detector, seed, dataset) from every finished cell under `runs` (of `profile`
     only, when given). Failed cells (status ``failed``) have no rows: :func:`failed_cells` lists them."""
@@ -222,9 +237,10 @@ def _table(frame: pd.DataFrame, index_name: str) -> str:
 
 
 def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]], missing: list[tuple[str, str, int]] | None = None,
-             ) -> str:
-    """What the leaderboard holds: cells (generator x detector x seed) per generator, the failed ones, and the
-    cells of the profile's study it does not hold yet (`missing`, None when the profile names no study)."""
+             stale: list[dict[str, Any]] | None = None) -> str:
+    """What the leaderboard holds: cells (generator x detector x seed) per generator, the failed ones, the
+    cells trained on an earlier annotation of their generator (`stale`, :func:`stale_cells`) and the cells of
+    the profile's study it does not hold yet (`missing`, None when the profile names no study)."""
     cells = frame.drop_duplicates(["generator", "detector", "seed"])
     lines = [f"{len(cells)} finished cell(s) (generator x detector x seed); seeds per generator x detector:", ""]
     for g, part in cells.groupby("generator"):
@@ -233,6 +249,15 @@ def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]], missing: list[tu
     if failed:
         lines += ["", f"**{len(failed)} failed cell(s)**, left out of every mean:", ""]
         lines += [f"- `{f['generator']}` x `{f['detector']}` seed {f['seed']}: {f['reason']}" for f in failed]
+    if stale:
+        lines += ["", f"**{len(stale)} cell(s) were trained on an earlier annotation of their generator** than "
+                  "`runs/<generator>/annotation.json` now records (other weights or settings); their rows are in the "
+                  "means below, and that generator's `corpus_mask_f1` is of its current masks, not of theirs. "
+                  "`bench run --generator G --detector all` with this profile and seed remakes them:", ""]
+        by_key: dict[tuple[str, str, str], list[str]] = {}
+        for c in stale:
+            by_key.setdefault((c["generator"], c["key"], c["current"]), []).append(f"{c['detector']} [{c['seed']}]")
+        lines += [f"- `{g}` (annotation {key}; now {now}): {', '.join(cells)}" for (g, key, now), cells in by_key.items()]
     if missing:
         lines += ["", f"**The profile's study is incomplete: {len(missing)} cell(s) missing** "
                   "(`bash benchmarks/perf/downstream_study.sh` runs them; a partial study's means cover only the "
@@ -249,14 +274,14 @@ def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]], missing: list[tu
 def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: Path, command: str, *,
                       profile: str | None = None, suffix: str = "", failed: list[dict[str, Any]] | None = None,
                       legacy: list[str] | None = None, scores: Scores | None = None, view: LadderView | None = None,
-                      calibration: set[str] = frozenset(), missing: list[tuple[str, str, int]] | None = None
-                      ) -> tuple[str, list[Path]]:
+                      calibration: set[str] = frozenset(), missing: list[tuple[str, str, int]] | None = None,
+                      stale: list[dict[str, Any]] | None = None) -> tuple[str, list[Path]]:
     """downstream{suffix}.csv (long), _summary.csv, .md and _headline.json over the cells of one profile;
     every mean averages a cell's seeds first; with the cells' per-image `scores`
     (:func:`~benchmarks.reporting.downstream_stats.image_scores`) the headline and the generator table carry
     95 % paired bootstrap intervals, and `view` (:func:`~benchmarks.reporting.ladder.ladder_view` of them) is
     the ladder section. `calibration`: the ladder's rows (never baselines); `missing`: the profile's study
-    cells not held. Returns (markdown, paths)."""
+    cells not held; `stale`: cells trained on an earlier annotation of their generator. Returns (markdown, paths)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = failed or []
     long_frame, frame = frame, seed_means(frame)
@@ -282,7 +307,7 @@ def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: P
         "Each cell: a detector trained on the editing corpus annotated by one mask generator (`oracle` = the "
         "ground-truth masks), checkpoint chosen on held-out corpus pairs with that generator's own masks, then "
         "tested on the test datasets. Metric: pixel F1 per image at threshold 0.5 over manipulated images.", "",
-        "## Cells", "", holdings(long_frame, failed, missing), "",
+        "## Cells", "", holdings(long_frame, failed, missing, stale), "",
         *([f"Not read: {len(legacy)} cell(s) in the layout before seeds and profiles had folders "
            f"(`<generator>/<detector>/cell.json`: {', '.join(legacy)}); remake them with `bench run`.", ""]
           if legacy else []),
@@ -300,5 +325,5 @@ def write_leaderboard(frame: pd.DataFrame, quality: dict[str, float], out_dir: P
         "per-image scores, resolved configs and timings: `results/runs/<generator>/<detector>/<profile>/seed<k>/`.", "",
     ])
     atomic_write(paths[2], md)
-    atomic_write(paths[3], json.dumps(h, indent=1) + "\n")
+    atomic_write(paths[3], json.dumps({**h, "stale_cells": stale or []}, indent=1) + "\n")
     return md, paths

@@ -93,7 +93,8 @@ def write_leaderboard(cfg: DictConfig, loaded: tuple | None = None) -> tuple[str
     return downstream.write_leaderboard(frame, quality, Path(cfg.paths.results) / "leaderboards",
                                         reproduce_command(frame, cfg), profile=profile, suffix=suffix(profile),
                                         failed=failed, legacy=legacy, scores=scores, view=view,
-                                        calibration=calibration, missing=_missing(cfg, frame, failed))
+                                        calibration=calibration, missing=_missing(cfg, frame, failed),
+                                        stale=downstream.stale_cells(_runs(cfg), profile))
 
 
 def draw_plots(cfg: DictConfig, loaded: tuple | None = None) -> list[Path]:
