@@ -179,3 +179,21 @@ def test_sigmas_partial_opacity_training_suite_changes_only_the_opacity_of_its_t
     assert (opacity.n_per_benchmark, opacity.n_val, opacity.n_noedit, opacity.n_val_noedit) == (0, 0, 0, 0)
     same = {k for k in default if k not in ("name", "n_per_benchmark", "n_val", "n_noedit", "n_val_noedit")}
     assert {k: opacity[k] for k in same} == {k: default[k] for k in same}
+
+
+def test_sigma_trains_on_its_named_suite_under_the_commands_own_sizes_and_folders(tmp_path):
+    """sigma.suite names another suite than cfg.synth (train_opacity by default); it is built with the
+    command's experiment, sizes and data folder (a smoke run builds a smoke-sized suite in its own home), not
+    with the profile's defaults."""
+    from benchmarks.data.datasets import synth_config, with_suite
+    from benchmarks.synth.build import suite_dir
+
+    cfg = compose(["experiment=smoke", f"paths.home={tmp_path}"])
+    assert cfg.sigma.suite == "train_opacity" and cfg.synth.name == "default"
+    named = synth_config(with_suite(cfg, cfg.sigma.suite))
+    assert named.name == "train_opacity" and list(named.edit_opacity) == [0.4, 1.0]
+    assert (named.n_inpainting, named.n_corpus, named.image_size) == (12, 12, 64) == (
+        cfg.sizes.inpainting, cfg.sizes.corpus, cfg.geometry.size)
+    assert suite_dir(named, cfg.paths.data).parent.parent == tmp_path / "data"
+    full = synth_config(compose(["synth=train_opacity"]))
+    assert full.n_inpainting > named.n_inpainting and full.content_hash() != named.content_hash()

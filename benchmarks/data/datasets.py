@@ -64,11 +64,26 @@ def ensure_suite(cfg: DictConfig, force: bool = False, progress: bool = True) ->
     return root
 
 
+def with_suite(cfg: DictConfig, suite: str) -> DictConfig:
+    """A copy of `cfg` whose ``synth`` node is the ``configs/synth/<suite>.yaml`` suite, its sizes, image size
+    and data folder resolved against `cfg` (its profile, experiment and overrides), as `cfg.synth`'s are."""
+    import copy
+
+    named = compose([f"synth={suite}"]).synth  # unresolved: ${sizes.*}, ${geometry.size} read `cfg` below
+    out = copy.deepcopy(cfg)
+    out.synth = named
+    return out
+
+
 def suite_root(cfg: DictConfig, suite: str | None = None, overrides: list[str] | None = None) -> Path:
     """The folder of a synthetic suite (`suite`: a ``configs/synth/`` name; None: ``cfg.synth``), built on
-    first use with the command's profile and overrides."""
-    suite_cfg = cfg if suite in (None, cfg.synth.name) else compose([*(overrides or [f"profile={cfg.profile.name}"]),
-                                                                    f"synth={suite}"])
+    first use: with `overrides` composed afresh, else under `cfg`'s own settings (:func:`with_suite`)."""
+    if suite in (None, cfg.synth.name):
+        suite_cfg = cfg
+    elif overrides:
+        suite_cfg = compose([*overrides, f"synth={suite}"])
+    else:
+        suite_cfg = with_suite(cfg, suite)
     root = suite_dir(synth_config(suite_cfg), suite_cfg.paths.data)
     return root if (root / "DONE").is_file() else ensure_suite(suite_cfg)
 

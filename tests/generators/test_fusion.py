@@ -69,4 +69,4 @@ def test_the_config_composes_both_parts_from_their_own_configs():
     assert cfg.generator.name == "sigma_aligned"
     assert cfg.generator.aligned_diff == aligned                      # one place for the baseline's settings
     assert cfg.generator.sigma.checkpoint == compose(["generator=sigma"]).generator.checkpoint
-    assert (cfg.generator.rule, cfg.generator.weight, cfg.generator.threshold) == ("mean", 0.5, 0.3)
+    assert (cfg.generator.rule, cfg.generator.weight, cfg.generator.threshold) == ("mean", 0.3, 0.4)
