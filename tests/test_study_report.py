@@ -17,7 +17,7 @@ DATASETS = ("s1", "s2")
 IMAGES = 40
 
 
-def _cell(runs, generator, detector, seed, level, rng, calibration=False, key=None):
+def _cell(runs, generator, detector, seed, level, rng, calibration=False, key=None, label_f1=None):
     """A finished cpu-study cell whose per-image F1 sits around `level` (a shared per-image difficulty),
     trained on the annotation `key` of its generator when given."""
     folder = runs / generator / detector / "cpu-study" / f"seed{seed}"
@@ -31,7 +31,7 @@ def _cell(runs, generator, detector, seed, level, rng, calibration=False, key=No
         metrics[ds] = {"f1_per_image": float(f1.mean()), "iou_per_image": float(f1.mean() / 2)}
     pd.DataFrame(rows).to_csv(folder / "per_image.csv", index=False)
     cell = {"generator": generator, "detector": detector, "profile": "cpu-study", "seed": seed, "overrides": [],
-            "git_commit": "abc", "status": "done", "metrics": metrics, **({"annotation": {"key": key}} if key else {})}
+            "git_commit": "abc", "status": "done", "metrics": metrics, **({"annotation": {"key": key, "quality_vs_truth": {"f1_per_image": label_f1}}} if key else {})}
     (folder / "cell.json").write_text(json.dumps(cell))
 
 
@@ -115,3 +115,19 @@ def test_cells_trained_on_an_earlier_annotation_of_their_generator_are_listed(tm
     assert "- `sigma` (annotation old; now new): mvss_net [0], mvss_net [1]" in md
     h = json.loads((tmp_path / "leaderboards" / "downstream_cpu-study_headline.json").read_text())
     assert sorted((c["detector"], c["seed"]) for c in h["stale_cells"]) == [("mvss_net", 0), ("mvss_net", 1)]
+
+
+def test_corpus_mask_f1_is_of_the_annotation_the_profiles_cells_were_trained_on(tmp_path):
+    """All of a profile's cells of a generator share an earlier annotation: its label F1 is theirs, not the
+    latest annotation's; cells from two annotations fall back to the latest."""
+    from benchmarks.reporting.downstream import mask_quality
+
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(3)
+    _annotation(runs, "sigma", 0.75, key="new")
+    for d in ("mvss_net", "mesorch"):
+        _cell(runs, "sigma", d, 0, 0.4, rng, key="old", label_f1=0.70)
+    assert mask_quality(runs, "cpu-study") == {"sigma": 0.70}
+    _cell(runs, "sigma", "trufor", 0, 0.4, rng, key="new", label_f1=0.75)
+    _cell(runs, "sigma", "trufor", 1, 0.4, rng, key="old", label_f1=0.70)
+    assert mask_quality(runs, "cpu-study") == {"sigma": 0.75}

@@ -99,13 +99,26 @@ def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
     return means.merge(seeds, on=keys).merge(rest, on=keys)
 
 
-def mask_quality(runs: Path) -> dict[str, float]:
-    """Generator -> per-image F1 of its corpus masks vs ground truth (annotation.json), where known."""
+def mask_quality(runs: Path, profile: str | None = None) -> dict[str, float]:
+    """Generator -> per-image F1 of its corpus masks vs ground truth, where known: of the one annotation all of
+    the profile's finished cells of that generator were trained on (their ``annotation`` record), else of the
+    latest, ``<G>/annotation.json``."""
     out = {}
     for path in sorted(runs.glob("*/annotation.json")):
         q = json.loads(path.read_text()).get("quality_vs_truth", {})
         if q.get("f1_per_image") is not None:
             out[path.parent.name] = float(q["f1_per_image"])
+    trained: dict[str, set[tuple[str | None, float | None]]] = {}
+    for cell in cell_records(runs, profile):
+        if cell.get("status", "done") == "done":
+            a = cell.get("annotation") or {}
+            trained.setdefault(cell["generator"], set()).add((a.get("key"), (a.get("quality_vs_truth") or {}).get(
+                "f1_per_image")))
+    for generator, seen in trained.items():
+        if len(seen) == 1:
+            key, f1 = next(iter(seen))
+            if key is not None and f1 is not None:
+                out[generator] = float(f1)
     return out
 
 
@@ -252,7 +265,7 @@ def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]], missing: list[tu
     if stale:
         lines += ["", f"**{len(stale)} cell(s) were trained on an earlier annotation of their generator** than "
                   "`runs/<generator>/annotation.json` now records (other weights or settings); their rows are in the "
-                  "means below, and that generator's `corpus_mask_f1` is of its current masks, not of theirs. "
+                  "means below, and where a generator's cells come from two annotations its `corpus_mask_f1` is of the latest. "
                   "`bench run --generator G --detector all` with this profile and seed remakes them:", ""]
         by_key: dict[tuple[str, str, str], list[str]] = {}
         for c in stale:

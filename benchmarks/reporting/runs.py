@@ -54,7 +54,7 @@ def _load(cfg: DictConfig) -> tuple:
         hint = f" (cells of other profiles: {others}; pass --profile)" if others else ""
         raise FileNotFoundError(f"{runs}: no finished cells (cell.json) of profile {profile}{hint}; run `bench run "
                                 f"--generator sigma,pixel_diff,oracle --detector all --profile {profile}` first")
-    quality, calibration = downstream.mask_quality(runs), downstream.calibration_rows(runs)
+    quality, calibration = downstream.mask_quality(runs, profile), downstream.calibration_rows(runs)
     scores = image_scores(frame, runs)  # per-image F1 of every cell, read once for the intervals and the plots
     view = ladder_view(scores, quality, calibration)
     return frame, quality, failed, downstream.legacy_cells(runs), calibration, scores, view
