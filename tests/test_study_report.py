@@ -31,7 +31,9 @@ def _cell(runs, generator, detector, seed, level, rng, calibration=False, key=No
         metrics[ds] = {"f1_per_image": float(f1.mean()), "iou_per_image": float(f1.mean() / 2)}
     pd.DataFrame(rows).to_csv(folder / "per_image.csv", index=False)
     cell = {"generator": generator, "detector": detector, "profile": "cpu-study", "seed": seed, "overrides": [],
-            "git_commit": "abc", "status": "done", "metrics": metrics, **({"annotation": {"key": key, "quality_vs_truth": {"f1_per_image": label_f1}}} if key else {})}
+            "git_commit": "abc", "status": "done", "metrics": metrics}
+    if key:
+        cell["annotation"] = {"key": key, "quality_vs_truth": {"f1_per_image": label_f1}}
     (folder / "cell.json").write_text(json.dumps(cell))
 
 

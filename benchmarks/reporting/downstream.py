@@ -265,12 +265,14 @@ def holdings(frame: pd.DataFrame, failed: list[dict[str, Any]], missing: list[tu
     if stale:
         lines += ["", f"**{len(stale)} cell(s) were trained on an earlier annotation of their generator** than "
                   "`runs/<generator>/annotation.json` now records (other weights or settings); their rows are in the "
-                  "means below, and where a generator's cells come from two annotations its `corpus_mask_f1` is of the latest. "
-                  "`bench run --generator G --detector all` with this profile and seed remakes them:", ""]
+                  "means below, and where a generator's cells come from two annotations its `corpus_mask_f1` is "
+                  "of the latest. `bench run --generator G --detector all` with this profile and seed remakes "
+                  "them:", ""]
         by_key: dict[tuple[str, str, str], list[str]] = {}
         for c in stale:
             by_key.setdefault((c["generator"], c["key"], c["current"]), []).append(f"{c['detector']} [{c['seed']}]")
-        lines += [f"- `{g}` (annotation {key}; now {now}): {', '.join(cells)}" for (g, key, now), cells in by_key.items()]
+        lines += [f"- `{g}` (annotation {key}; now {now}): {', '.join(cells)}"
+                  for (g, key, now), cells in by_key.items()]
     if missing:
         lines += ["", f"**The profile's study is incomplete: {len(missing)} cell(s) missing** "
                   "(`bash benchmarks/perf/downstream_study.sh` runs them; a partial study's means cover only the "
