@@ -4,6 +4,7 @@ for the commands that score generators (pairs with masks) and detectors (IML lis
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +68,6 @@ def ensure_suite(cfg: DictConfig, force: bool = False, progress: bool = True) ->
 def with_suite(cfg: DictConfig, suite: str) -> DictConfig:
     """A copy of `cfg` whose ``synth`` node is the ``configs/synth/<suite>.yaml`` suite, its sizes, image size
     and data folder resolved against `cfg` (its profile, experiment and overrides), as `cfg.synth`'s are."""
-    import copy
-
     named = compose([f"synth={suite}"]).synth  # unresolved: ${sizes.*}, ${geometry.size} read `cfg` below
     out = copy.deepcopy(cfg)
     out.synth = named

@@ -60,7 +60,7 @@ def stale_cells(runs: Path, profile: str | None = None) -> list[dict[str, Any]]:
     ``<G>/annotation.json`` now records (other weights or annotation settings, e.g. cells made before a
     checkpoint was retrained): generator, detector, seed and both annotation keys. Their rows stay in the
     means; the leaderboard lists them, and `bench run` with the generator's current weights remakes them."""
-    current = {p.parent.name: json.loads(p.read_text()).get("key") for p in sorted(runs.glob("*/annotation.json"))}
+    current = {g: record.get("key") for g, record in latest_annotations(runs).items()}
     out = []
     for cell in cell_records(runs, profile):
         key, now = (cell.get("annotation") or {}).get("key"), current.get(cell["generator"])
@@ -99,15 +99,20 @@ def seed_means(frame: pd.DataFrame) -> pd.DataFrame:
     return means.merge(seeds, on=keys).merge(rest, on=keys)
 
 
+def latest_annotations(runs: Path) -> dict[str, dict[str, Any]]:
+    """Generator -> its latest annotation record, ``<G>/annotation.json`` (written by `bench run`)."""
+    return {path.parent.name: json.loads(path.read_text()) for path in sorted(runs.glob("*/annotation.json"))}
+
+
 def mask_quality(runs: Path, profile: str | None = None) -> dict[str, float]:
     """Generator -> per-image F1 of its corpus masks vs ground truth, where known: of the one annotation all of
     the profile's finished cells of that generator were trained on (their ``annotation`` record), else of the
     latest, ``<G>/annotation.json``."""
     out = {}
-    for path in sorted(runs.glob("*/annotation.json")):
-        q = json.loads(path.read_text()).get("quality_vs_truth", {})
+    for generator, record in latest_annotations(runs).items():
+        q = record.get("quality_vs_truth", {})
         if q.get("f1_per_image") is not None:
-            out[path.parent.name] = float(q["f1_per_image"])
+            out[generator] = float(q["f1_per_image"])
     trained: dict[str, set[tuple[str | None, float | None]]] = {}
     for cell in cell_records(runs, profile):
         if cell.get("status", "done") == "done":
@@ -125,8 +130,7 @@ def mask_quality(runs: Path, profile: str | None = None) -> dict[str, float]:
 def calibration_rows(runs: Path) -> set[str]:
     """Generators whose annotation read the ground truth to calibrate the benchmark (the label-quality ladder):
     never a baseline in the headline."""
-    return {path.parent.name for path in sorted(runs.glob("*/annotation.json"))
-            if json.loads(path.read_text()).get("calibration")}
+    return {generator for generator, record in latest_annotations(runs).items() if record.get("calibration")}
 
 
 def generator_summary(frame: pd.DataFrame, quality: dict[str, float], calibration: set[str] = frozenset()
